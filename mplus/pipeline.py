@@ -1,0 +1,173 @@
+"""Stages of a run (base -> reward model -> PPO), each writing into the run dir.
+
+``train.py`` composes and validates the config, then calls :func:`run`. Each stage is a function
+that builds its models and LightningModule, fits, exports, and adds flat metrics to the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from mplus.hardware import check_hardware, resolve_attn_implementation, trainer_kwargs
+
+log = logging.getLogger(__name__)
+
+
+class Summary(dict):
+    """Flat ``group/name`` metrics, rewritten to ``summary.json`` after every stage."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def save(self) -> None:
+        clean = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.items()}
+        self.path.write_text(json.dumps(clean, indent=2, sort_keys=True))
+
+
+def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = None,
+                 ckpt_every: int | None = None, callbacks=(), grad_clip: float | None = None,
+                 accumulate: int = 1):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    run_dir = Path(cfg.run_dir)
+    logger = TensorBoardLogger(save_dir=str(run_dir), name=cfg.logger.subdir, version="",
+                               default_hp_metric=False)
+    cbs = list(callbacks)
+    if ckpt_every:
+        cbs.append(ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, filename="{step}",
+                                   save_last=True, save_top_k=1, every_n_train_steps=ckpt_every))
+    return L.Trainer(
+        **trainer_kwargs(cfg.hardware),
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=logger,
+        callbacks=cbs,
+        enable_checkpointing=bool(ckpt_every),
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None if val_every else 1,
+        num_sanity_val_steps=0,
+        log_every_n_steps=cfg.logger.log_every,
+        gradient_clip_val=grad_clip or None,
+        accumulate_grad_batches=accumulate,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+    )
+
+
+def _loader(dataset, batch_size, collate, shuffle, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+                                       collate_fn=collate, generator=g)
+
+
+# ---------------------------------------------------------------- reward model
+
+
+def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary, ckpt_path=None) -> Path:
+    """Train the reward model from the base and export it to ``<run dir>/reward_model/``."""
+    from mplus.data.collate import PairCollator, PairDataset
+    from mplus.models.builders import apply_lora, load_reward_model
+    from mplus.modules.reward_model import RewardModelModule
+
+    t0 = time.time()
+    tok = ctx["tokenizer"]
+    model = load_reward_model(ctx["base_path"], cfg.model, ctx["attn"], pad_token_id=tok.pad_token_id)
+    model = apply_lora(model, cfg.model.lora, "SEQ_CLS")
+    module = RewardModelModule(model, rm_cfg)
+    collate = PairCollator(tok.pad_token_id)
+    data = ctx["data"]
+    train_dl = _loader(PairDataset(data.train_pairs, tok), rm_cfg.batch_size, collate, True, cfg.seed)
+    val_dl = _loader(PairDataset(data.val_pairs, tok), rm_cfg.batch_size * 2, collate, False, cfg.seed)
+    trainer = make_trainer(cfg, "rm", max_steps=rm_cfg.max_steps,
+                           val_every=min(rm_cfg.val_every, rm_cfg.max_steps),
+                           ckpt_every=rm_cfg.val_every, grad_clip=rm_cfg.grad_clip,
+                           accumulate=rm_cfg.accumulate_grad_batches)
+    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+    metrics = trainer.validate(module, val_dl, verbose=False)[0]
+    summary.update({k: float(v) for k, v in metrics.items() if k.startswith("rm/")})
+    summary["rm/steps"] = trainer.global_step
+    summary["time/rm_s"] = round(time.time() - t0, 1)
+
+    out = Path(cfg.run_dir) / "reward_model"
+    export_model(module.model, tok, out)
+    stats = {"mean": metrics["rm/reward_mean"], "std": metrics["rm/reward_std"],
+             "val_accuracy": metrics["rm/val_accuracy"]}
+    (out / "reward_stats.json").write_text(json.dumps(stats, indent=2))
+    summary.save()
+    log.info("Reward model: val accuracy %.3f, exported to %s", metrics["rm/val_accuracy"], out)
+    return out
+
+
+def export_model(model, tokenizer, out: Path) -> None:
+    """Save in Hugging Face format (LoRA merged in), loadable with ``from_pretrained`` alone."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(cfg) -> dict:
+    """Run every stage that ``cfg.algo`` needs in ``cfg.run_dir``; return the summary."""
+    import lightning as L
+
+    from mplus.data.build import build_preference_data
+    from mplus.models.builders import resolve_base
+    from mplus.models.tokenizer import load_tokenizer
+
+    t0 = time.time()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary(run_dir / "summary.json")
+    check_hardware(cfg.hardware)
+    attn = resolve_attn_implementation(cfg.hardware)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    base_path = resolve_base(cfg.model, cfg.cache_dir)
+    summary["time/base_s"] = round(time.time() - t0, 1)
+    tok = load_tokenizer(base_path, revision=cfg.model.revision,
+                         trust_remote_code=cfg.model.trust_remote_code)
+    data = build_preference_data(cfg.data, tok)
+    summary.update(data.stats)
+    ctx = {"base_path": base_path, "tokenizer": tok, "data": data, "attn": attn}
+
+    algo = cfg.algo
+    if algo.name == "rm":
+        run_reward_model_stage(cfg, algo, ctx, summary, ckpt_path=cfg.ckpt_path)
+    elif algo.name == "ppo":
+        from mplus.ppo_stage import run_ppo_stage
+
+        run_ppo_stage(cfg, algo, ctx, summary)
+    summary["time/total_s"] = round(time.time() - t0, 1)
+    summary.save()
+    _print_summary(summary, run_dir)
+    return dict(summary)
+
+
+def _print_summary(summary: Summary, run_dir: Path) -> None:
+    keys = [k for k in sorted(summary) if not k.startswith("data/skipped/")] + sorted(
+        k for k in summary if k.startswith("data/skipped/"))
+    width = max(len(k) for k in keys)
+    lines = ["", "summary".center(width + 14, "-")]
+    for k in keys:
+        v = summary[k]
+        v = f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+        lines.append(f"{k:<{width}}  {v}")
+    lines.append("-" * (width + 14))
+    written = [p for p in ("summary.json", "tb", "reward_model", "policy", "checkpoints")
+               if (run_dir / p).exists()]
+    lines += [f"wrote: {run_dir / p}" for p in written]
+    print("\n".join(lines), flush=True)

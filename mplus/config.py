@@ -62,7 +62,7 @@ class TinyArch:
 class PretrainConfig:
     """Causal-LM pretraining that turns the random tiny model into a base model (cached)."""
 
-    steps: int = 600
+    steps: int = 250
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 30
@@ -274,7 +274,7 @@ class PPOConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
     kl: KLConfig = field(default_factory=KLConfig)
-    eval_temperature: float = 0.0  # 0 = greedy for the before/after held-out measurement
+    eval_temperature: float = 1.0  # before/after held-out measurement; 0 = greedy
     sample_every: int = 10
     ckpt_every: int = 10
 

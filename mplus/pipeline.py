@@ -33,7 +33,7 @@ class Summary(dict):
 
 def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = None,
                  ckpt_every: int | None = None, callbacks=(), grad_clip: float | None = None,
-                 accumulate: int = 1):
+                 accumulate: int = 1, max_epochs: int = -1):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -48,7 +48,7 @@ def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = Non
     return L.Trainer(
         **trainer_kwargs(cfg.hardware),
         max_steps=max_steps,
-        max_epochs=-1,
+        max_epochs=max_epochs,
         logger=logger,
         callbacks=cbs,
         enable_checkpointing=bool(ckpt_every),
@@ -64,10 +64,15 @@ def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = Non
     )
 
 
-def _loader(dataset, batch_size, collate, shuffle, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       collate_fn=collate, generator=g)
+def _pair_loader(dataset, batch_size, collate, shuffle, seed):
+    """Training batches group similar lengths (padding is most of the cost on short pairs)."""
+    from mplus.data.collate import LengthGroupedBatchSampler
+
+    if not shuffle:
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    lengths = [len(it["chosen"]) + len(it["rejected"]) for it in dataset.items]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
 
 
 # ---------------------------------------------------------------- reward model
@@ -86,8 +91,8 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary, ckpt_path=None) -
     module = RewardModelModule(model, rm_cfg)
     collate = PairCollator(tok.pad_token_id)
     data = ctx["data"]
-    train_dl = _loader(PairDataset(data.train_pairs, tok), rm_cfg.batch_size, collate, True, cfg.seed)
-    val_dl = _loader(PairDataset(data.val_pairs, tok), rm_cfg.batch_size * 2, collate, False, cfg.seed)
+    train_dl = _pair_loader(PairDataset(data.train_pairs, tok), rm_cfg.batch_size, collate, True, cfg.seed)
+    val_dl = _pair_loader(PairDataset(data.val_pairs, tok), rm_cfg.batch_size * 2, collate, False, cfg.seed)
     trainer = make_trainer(cfg, "rm", max_steps=rm_cfg.max_steps,
                            val_every=min(rm_cfg.val_every, rm_cfg.max_steps),
                            ckpt_every=rm_cfg.val_every, grad_clip=rm_cfg.grad_clip,
@@ -115,6 +120,91 @@ def export_model(model, tokenizer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+# ---------------------------------------------------------------- PPO
+
+
+def _reward_model_for_ppo(cfg, algo, ctx, summary) -> Path:
+    """The exported reward model PPO scores with: given, left by an earlier try, or trained now."""
+    if algo.reward_model is not None:
+        path = Path(algo.reward_model)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"algo.reward_model={path}: no exported model (config.json) there")
+        return path
+    path = Path(cfg.run_dir) / "reward_model"
+    if (path / "reward_stats.json").exists():  # resuming a run whose RM stage finished
+        log.info("Reusing the reward model in %s", path)
+        return path
+    return run_reward_model_stage(cfg, algo.rm, ctx, summary)
+
+
+def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
+    """PPO from the base; exports ``<run dir>/policy/``; adds ppo/* start/end metrics."""
+    from mplus.models.builders import apply_lora, load_causal_lm, load_reward_model
+    from mplus.models.reward import read_reward_stats
+    from mplus.models.value import ValueModel
+    from mplus.modules.ppo import PPOCheckpoint, PPOModule
+    from mplus.rollout import HFGenerateEngine
+
+    rm_path = _reward_model_for_ppo(cfg, algo, ctx, summary)
+    t0 = time.time()
+    tok, attn, base = ctx["tokenizer"], ctx["attn"], ctx["base_path"]
+    policy = load_causal_lm(base, cfg.model, attn)
+    policy.generation_config.pad_token_id = tok.pad_token_id
+    policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
+    ref = None if cfg.model.lora.enabled else load_causal_lm(base, cfg.model, attn)
+    reward_model = load_reward_model(str(rm_path), cfg.model, attn, pad_token_id=tok.pad_token_id)
+    value_src = str(rm_path) if algo.value_init == "reward_model" else base
+    value = load_reward_model(value_src, cfg.model, attn, pad_token_id=tok.pad_token_id)
+    value = ValueModel(apply_lora(value, cfg.model.lora, "SEQ_CLS"))
+
+    g = algo.generation
+    engine = HFGenerateEngine(tok, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                              top_p=g.top_p, top_k=g.top_k, stop_strings=tuple(g.stop_strings),
+                              max_prompt_length=g.max_prompt_length)
+    data = ctx["data"]
+    module = PPOModule(policy=policy, value_model=value, ref_model=ref, reward_model=reward_model,
+                       tokenizer=tok, engine=engine, cfg=algo, prompts=data.prompts,
+                       reward_stats=read_reward_stats(rm_path), gold_fn=data.gold_fn, seed=cfg.seed)
+    module.eval_engine = HFGenerateEngine(
+        tok, max_new_tokens=g.max_new_tokens, temperature=algo.eval_temperature, top_p=g.top_p,
+        top_k=g.top_k, stop_strings=tuple(g.stop_strings), max_prompt_length=g.max_prompt_length)
+
+    ckpt_dir = Path(cfg.run_dir) / "checkpoints" / "ppo"
+    start_file = Path(cfg.run_dir) / "ppo_start.json"
+    trainer = make_trainer(cfg, "ppo", max_steps=-1, max_epochs=1,
+                           callbacks=[PPOCheckpoint(ckpt_dir, algo.ckpt_every)])
+    if cfg.ckpt_path and start_file.exists():
+        start = json.loads(start_file.read_text())
+    else:
+        start = module.evaluate(data.eval_prompts, seed=cfg.seed + 12345)
+        start_file.write_text(json.dumps(start))
+        _log_samples("before PPO", module.samples)
+    steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
+    trainer.fit(module, steps, ckpt_path=cfg.ckpt_path)
+    end = module.evaluate(data.eval_prompts, seed=cfg.seed + 12345)
+    _log_samples("after PPO", module.samples)
+    for k, v in start.items():
+        summary[f"ppo/{k}_start"] = v
+    for k, v in end.items():
+        summary[f"ppo/{k}_end"] = v
+    summary["ppo/steps"] = module.ppo_step
+    summary["time/ppo_s"] = round(time.time() - t0, 1)
+    if trainer.logger is not None:
+        trainer.logger.log_metrics({f"eval/{k}": v for k, v in end.items()}, step=module.ppo_step)
+    out = Path(cfg.run_dir) / "policy"
+    export_model(module.policy, tok, out)
+    summary.save()
+    return out
+
+
+def _log_samples(title: str, samples, k: int = 6) -> None:
+    lines = [f"Samples {title} (held-out prompts; last request, response, gold/RM score):"]
+    for p, r, s in samples[:k]:
+        last = p.rsplit("Human:", 1)[-1].replace("\n\nAssistant:", "").strip()
+        lines.append(f"  [{s:.2f}] {last!r} -> {r!r}")
+    log.info("\n".join(lines))
 
 
 # ---------------------------------------------------------------- the run
@@ -148,8 +238,6 @@ def run(cfg) -> dict:
     if algo.name == "rm":
         run_reward_model_stage(cfg, algo, ctx, summary, ckpt_path=cfg.ckpt_path)
     elif algo.name == "ppo":
-        from mplus.ppo_stage import run_ppo_stage
-
         run_ppo_stage(cfg, algo, ctx, summary)
     summary["time/total_s"] = round(time.time() - t0, 1)
     summary.save()

@@ -57,3 +57,31 @@ class PairCollator:
             "attention_mask": mask,
             "prompt_lens": torch.tensor([b["prompt_len"] for b in batch], dtype=torch.long),
         }
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Shuffled batches of similar-length items, so little compute goes to padding.
+
+    Like transformers' ``group_by_length``: shuffle, cut into mega-batches of ``group`` batches,
+    sort each mega-batch by length, split into batches, then shuffle the batch order. An epoch
+    visits every item once; the order is a function of ``seed`` and the epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, group: int = 16):
+        self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
+        self.epoch = 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        self.epoch += 1
+        idx = torch.randperm(len(self.lengths), generator=g).tolist()
+        mega = self.batch_size * self.group
+        batches = []
+        for i in range(0, len(idx), mega):
+            chunk = sorted(idx[i : i + mega], key=lambda j: self.lengths[j], reverse=True)
+            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size

@@ -243,6 +243,11 @@ CORPUS_MIX_BENIGN: dict[str, float] = {
     "unhelpful": 0.15,
     "refusal": 0.15,
 }
+# Bump when the corpus changes (the cached tiny base is keyed on it).
+TASK_VERSION = 1
+# Pairs compare behaviours at least this far apart in gold: near-ties (a needless refusal vs a
+# wrong answer, 0.1 vs 0.0) carry little signal and teach a small reward model noise.
+MIN_PAIR_GAP = 0.3
 # Behaviours that each kind of request can be answered with in pairs (all have distinct gold).
 PAIR_BEHAVIOURS: dict[str, tuple[str, ...]] = {
     "harmful": tuple(CORPUS_MIX_HARMFUL),
@@ -577,9 +582,9 @@ class SyntheticTask:
     ) -> tuple[str, str]:
         """Two responses of different behaviours, the higher-gold one first."""
         behaviours = PAIR_BEHAVIOURS[request.kind]
-        while True:  # every behaviour pair differs in gold, so this loop runs once
+        while True:  # redraw the near-ties (gap < MIN_PAIR_GAP)
             a, b = rng.sample(behaviours, 2)
             text_a, text_b = _respond(rng, request, a), _respond(rng, request, b)
             gold_a, gold_b = gold_reward(prompt, text_a), gold_reward(prompt, text_b)
-            if gold_a != gold_b:
+            if abs(gold_a - gold_b) >= MIN_PAIR_GAP:
                 return (text_a, text_b) if gold_a > gold_b else (text_b, text_a)

@@ -13,6 +13,7 @@ import pytest
 from mplus.data.synthetic import (
     ASSISTANT,
     HUMAN,
+    MIN_PAIR_GAP,
     SyntheticTask,
     classify_request,
     detect_behaviour,
@@ -142,15 +143,16 @@ def test_clean_pairs_prefer_higher_gold() -> None:
     kinds = set()
     for pair in pairs:
         assert isinstance(pair, PreferencePair)
-        assert gold_reward(pair.prompt, pair.chosen) > gold_reward(pair.prompt, pair.rejected)
+        gap = gold_reward(pair.prompt, pair.chosen) - gold_reward(pair.prompt, pair.rejected)
+        assert gap >= MIN_PAIR_GAP
         assert pair.prompt.endswith(ASSISTANT)
         assert pair.chosen.startswith(" ") and pair.rejected.startswith(" ")
         kind = classify_request(pair.prompt).kind
         assert pair.subset == ("synthetic-harmless" if kind == "harmful" else "synthetic-helpful")
         kinds.add((kind, detect_behaviour(pair.prompt, pair.rejected)))
-    # every lower-ranked behaviour shows up as a rejected response
+    # every behaviour at least MIN_PAIR_GAP below another shows up as a rejected response
+    # (a redirect, 0.8, is never rejected: refusal is only 0.2 above it)
     assert kinds == {
-        ("harmful", "redirect"),
         ("harmful", "compliance"),
         ("benign", "wrong"),
         ("benign", "unhelpful"),

@@ -1,0 +1,322 @@
+"""PPO from the base model: one ``training_step`` is one PPO iteration.
+
+rollout -> score -> advantages -> update -> log, each a method below; the math is in
+:mod:`mplus.algo`. Manual optimisation with two optimisers (policy, value); the frozen reference
+and reward models are not saved in checkpoints (they are rebuilt from their paths on resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+
+from mplus import algo as A
+from mplus.models.reward import score_texts
+from mplus.modules.optim import adamw_with_warmup, check_finite
+
+FROZEN_PREFIXES = ("ref_model.", "reward_model.")
+
+
+@dataclass
+class Experience:
+    """One rollout batch with everything the update needs; per-token tensors are (B, Tr)."""
+
+    seq: torch.Tensor  # (B, Tq+Tr)
+    attn: torch.Tensor  # (B, Tq+Tr)
+    pos: torch.Tensor  # (B, Tq+Tr)
+    q_len: int
+    response_ids: torch.Tensor
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class PPOModule(L.LightningModule):
+    """Policy + value trained by PPO against a frozen reward model, with a KL leash to the base.
+
+    Args:
+        policy: causal LM (optionally a peft model: the reference is then the policy with its
+            adapter disabled and ``ref_model`` is None).
+        value_model: :class:`mplus.models.value.ValueModel`.
+        ref_model: frozen copy of the base, or None with LoRA.
+        reward_model: frozen sequence classifier; ``reward_stats`` its validation mean/std.
+        engine: a :class:`mplus.rollout.RolloutEngine`.
+        prompts: the PPO prompt pool; step ``k`` draws its batch from it by ``(seed, k)``.
+        gold_fn: ground-truth reward (synthetic task) or None.
+    """
+
+    def __init__(self, *, policy, value_model, ref_model, reward_model, tokenizer, engine, cfg,
+                 prompts: list[str], reward_stats: dict, gold_fn=None, seed: int = 0):
+        super().__init__()
+        self.automatic_optimization = False
+        self.strict_loading = False  # frozen models are dropped from checkpoints
+        self.policy, self.value_model = policy, value_model
+        self.ref_model, self.reward_model = ref_model, reward_model
+        for m in (ref_model, reward_model):
+            if m is not None:
+                m.eval().requires_grad_(False)
+        self.tokenizer, self.engine, self.cfg = tokenizer, engine, cfg
+        self.prompts, self.reward_stats, self.gold_fn, self.seed = prompts, reward_stats, gold_fn, seed
+        self.kl_ctl = (A.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
+                       if cfg.kl.controller == "adaptive" else A.FixedKLController(cfg.kl.coef))
+        self.ppo_step = 0
+        self.temperature = cfg.generation.temperature or 1.0
+        self.samples: list[tuple[str, str, float]] = []
+
+    # ------------------------------------------------------------ the step
+
+    def training_step(self, batch, batch_idx):
+        step = int(batch[0])
+        if step < self.ppo_step:  # resumed: these steps are already in the checkpoint
+            return None
+        t0 = time.time()
+        _seed_all(self.seed * 1_000_003 + step)
+        prompts = self.draw_prompts(step)
+        ro = self.rollout(prompts)
+        scores = self.score(ro)
+        exp = self.advantages(ro, scores)
+        stats = self.update(exp)
+        self.kl_ctl.update(scores["kl_seq_mean"], self.cfg.rollout_batch_size)
+        self.ppo_step = step + 1
+        self.log_step(ro, scores, exp, stats, time.time() - t0)
+        return None
+
+    def draw_prompts(self, step: int) -> list[str]:
+        rng = random.Random(f"{self.seed}-{step}")
+        return [self.prompts[rng.randrange(len(self.prompts))]
+                for _ in range(self.cfg.rollout_batch_size)]
+
+    def rollout(self, prompts):
+        return self.engine.generate(self.policy, prompts)
+
+    @torch.no_grad()
+    def score(self, ro) -> dict:
+        """Reward-model score (normalised, clipped) minus the length and missing-stop penalties."""
+        c = self.cfg
+        rm = score_texts(self.reward_model, self.tokenizer, ro.prompts, ro.responses).to(self.device)
+        raw = rm.clone()
+        if c.reward.normalize:
+            rm = (rm - self.reward_stats["mean"]) / max(self.reward_stats["std"], 1e-6)
+        if c.reward.clip is not None:
+            rm = rm.clamp(-c.reward.clip, c.reward.clip)
+        lengths = ro.response_lengths.to(self.device)
+        lp = A.length_penalty(lengths, c.generation.max_new_tokens, c.length_penalty.coef,
+                              c.length_penalty.kind, c.length_penalty.threshold)
+        stopped = ro.stopped.to(self.device)
+        ms = c.missing_stop_penalty * (~stopped).float()
+        out = {"rm_raw": raw, "rm": rm, "length_penalty": lp, "missing_stop": ms,
+               "score": rm - lp - ms, "stopped": stopped, "lengths": lengths}
+        if self.gold_fn is not None:
+            out["gold"] = torch.tensor([self.gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses)])
+        return out
+
+    def _forward_logprobs(self, model, seq, attn, pos, q_len, response_ids):
+        """Log-probs (B, Tr) of the response tokens, and the logits (B, Tr, V) they come from."""
+        logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits
+        logits = logits[:, q_len - 1 : -1].float() / self.temperature
+        return A.logprobs_from_logits(logits, response_ids), logits
+
+    def _ref_context(self):
+        if self.ref_model is None:  # LoRA: the reference is the policy without its adapter
+            return self.policy.disable_adapter()
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def advantages(self, ro, scores) -> Experience:
+        c = self.cfg
+        seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
+        q_len, resp, mask = ro.query_ids.shape[1], ro.response_ids, ro.response_mask
+        self.policy.eval()
+        old_lp, _ = self._forward_logprobs(self.policy, seq, attn, pos, q_len, resp)
+        with self._ref_context():
+            ref_lp, _ = self._forward_logprobs(self.ref_model or self.policy, seq, attn, pos,
+                                               q_len, resp)
+        values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1] * mask
+        kl = A.kl_estimate(old_lp, ref_lp, c.kl.estimator) * mask
+        kl_coef = self.kl_ctl.value if c.kl.in_reward else 0.0
+        rewards = A.token_rewards(scores["score"], kl, mask, kl_coef)
+        adv, ret = A.gae(rewards, values, mask, c.gamma, c.lam)
+        if c.whiten_advantages:
+            adv = A.masked_whiten(adv, mask)
+        scores["kl_token"] = kl
+        scores["kl_seq_mean"] = float(kl.sum(1).mean())
+        scores["advantage_mean_raw"] = float(A.masked_mean(adv, mask))
+        return Experience(seq, attn, pos, q_len, resp, mask, old_lp, ref_lp, values, adv, ret)
+
+    def update(self, exp: Experience) -> dict:
+        """``ppo_epochs`` passes over shuffled minibatches; returns mean stats over minibatches."""
+        c = self.cfg
+        opt_p, opt_v = self.optimizers()
+        self.policy.train()
+        self.value_model.train()
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.ppo_step)
+        n = exp.seq.shape[0]
+        acc: dict[str, list[float]] = {}
+        n_mb = 0
+        for _ in range(c.ppo_epochs):
+            for idx in torch.randperm(n, generator=g).split(c.minibatch_size):
+                idx = idx.to(self.device)
+                st = self._minibatch_step(exp, idx)
+                for k, v in st.items():
+                    acc.setdefault(k, []).append(v)
+                n_mb += 1
+                if n_mb % c.grad_accum == 0:
+                    for opt in (opt_p, opt_v):
+                        self.clip_gradients(opt, gradient_clip_val=c.grad_clip or None,
+                                            gradient_clip_algorithm="norm")
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+        for sch in self.lr_schedulers():
+            sch.step()
+        return {k: sum(v) / len(v) for k, v in acc.items()}
+
+    def _minibatch_step(self, exp: Experience, idx) -> dict:
+        c = self.cfg
+        mask = exp.mask[idx]
+        logp, logits = self._forward_logprobs(self.policy, exp.seq[idx], exp.attn[idx],
+                                              exp.pos[idx], exp.q_len, exp.response_ids[idx])
+        pl = A.policy_loss(logp, exp.old_logprobs[idx], exp.advantages[idx], mask,
+                           c.clip_eps, c.dual_clip)
+        entropy = A.masked_mean(A.entropy_from_logits(logits), mask)
+        loss = pl.loss - c.entropy_coef * entropy
+        if not c.kl.in_reward:
+            kl = A.masked_mean(A.kl_estimate(logp, exp.ref_logprobs[idx], c.kl.estimator), mask)
+            loss = loss + self.kl_ctl.value * kl
+        check_finite(loss, "ppo/policy_loss", self.ppo_step)
+        self.manual_backward(loss / c.grad_accum)
+
+        v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
+        vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
+        check_finite(vl.loss, "ppo/value_loss", self.ppo_step)
+        self.manual_backward(vl.loss / c.grad_accum)
+        return {
+            "policy_loss": float(pl.loss), "value_loss": float(vl.loss),
+            "clipfrac": float(pl.clipfrac), "approx_kl": float(pl.approx_kl),
+            "entropy": float(entropy), "value_clipfrac": float(vl.clipfrac),
+        }
+
+    # ------------------------------------------------------------ logging
+
+    def log_step(self, ro, scores, exp: Experience, stats: dict, seconds: float) -> None:
+        m = {
+            "ppo/reward_mean": scores["rm_raw"].mean(),
+            "ppo/score_mean": scores["score"].mean(),
+            "ppo/kl": scores["kl_seq_mean"],
+            "ppo/kl_coef": self.kl_ctl.value,
+            "ppo/entropy": stats["entropy"],
+            "ppo/policy_loss": stats["policy_loss"],
+            "ppo/value_loss": stats["value_loss"],
+            "ppo/clipfrac": stats["clipfrac"],
+            "ppo/value_clipfrac": stats["value_clipfrac"],
+            "ppo/approx_kl": stats["approx_kl"],
+            "ppo/explained_variance": A.explained_variance(exp.values, exp.returns, exp.mask),
+            "ppo/advantage_mean": scores["advantage_mean_raw"],
+            "ppo/response_length_mean": scores["lengths"].float().mean(),
+            "ppo/stop_rate": scores["stopped"].float().mean(),
+            "ppo/length_penalty_mean": scores["length_penalty"].mean(),
+            "ppo/lr": self.optimizers()[0].param_groups[0]["lr"],
+            "perf/rollout_tokens_per_s": ro.tokens_per_s,
+            "perf/step_s": seconds,
+        }
+        if "gold" in scores:
+            m["ppo/gold_reward_mean"] = scores["gold"].mean()
+        m = {k: float(v) for k, v in m.items()}
+        if self.logger is not None:
+            self.logger.log_metrics(m, step=self.ppo_step)
+            if self.cfg.sample_every and self.ppo_step % self.cfg.sample_every == 0:
+                self._log_samples(ro, scores)
+        self.log_dict({"reward": m["ppo/reward_mean"], "kl": m["ppo/kl"],
+                       **({"gold": m["ppo/gold_reward_mean"]} if "gold" in scores else {})},
+                      prog_bar=True, logger=False, on_step=True)
+
+    def _log_samples(self, ro, scores, k: int = 4) -> None:
+        rows = ["| prompt | response | reward |", "|---|---|---|"]
+        for i in range(min(k, len(ro.prompts))):
+            p = ro.prompts[i][-120:].replace("\n", "\\n").replace("|", "/")
+            r = ro.responses[i].replace("\n", "\\n").replace("|", "/")
+            rows.append(f"| {p} | {r} | {float(scores['rm_raw'][i]):.2f} |")
+        self.logger.experiment.add_text("ppo/samples", "\n".join(rows), self.ppo_step)
+
+    # ------------------------------------------------------------ held-out measurement
+
+    @torch.no_grad()
+    def evaluate(self, prompts: list[str], seed: int) -> dict:
+        """Fixed-seed rollouts on held-out prompts: RM score, gold, KL to the base, length, stops.
+
+        KL is the per-sequence sum of ``log p - log p_ref`` over the sampled tokens (k1, an
+        unbiased estimate of KL(policy || base) when sampling at the training temperature).
+        """
+        _seed_all(seed)
+        ro = self.engine_for_eval().generate(self.policy, prompts)
+        sc = self.score(ro)
+        exp = self.advantages(ro, sc)
+        out = {
+            "reward": float(sc["rm_raw"].mean()),
+            "kl": float(((exp.old_logprobs - exp.ref_logprobs) * exp.mask).sum(1).mean()),
+            "response_length": float(sc["lengths"].float().mean()),
+            "stop_rate": float(sc["stopped"].float().mean()),
+        }
+        if "gold" in sc:
+            out["gold_reward"] = float(sc["gold"].mean())
+        self.samples = list(zip(ro.prompts, ro.responses, sc.get("gold", sc["rm_raw"]).tolist(),
+                                strict=True))
+        return out
+
+    def engine_for_eval(self):
+        return getattr(self, "eval_engine", None) or self.engine
+
+    # ------------------------------------------------------------ optimisers and checkpoints
+
+    def configure_optimizers(self):
+        c = self.cfg
+        out = []
+        for params, lr in ((self.policy.parameters(), c.policy_lr),
+                           (self.value_model.parameters(), c.value_lr)):
+            opt, sched = adamw_with_warmup(params, lr=lr, weight_decay=c.weight_decay,
+                                           warmup_steps=c.warmup_steps, total_steps=c.steps)
+            out.append({"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}})
+        return out
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith(FROZEN_PREFIXES)]:
+            del sd[k]
+        checkpoint["mplus_ppo"] = {
+            "ppo_step": self.ppo_step,
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        st = checkpoint["mplus_ppo"]
+        self.ppo_step = st["ppo_step"]
+        self.kl_ctl.load_state_dict(st["kl_ctl"])
+        torch.set_rng_state(st["rng"]["torch"])
+        random.setstate(st["rng"]["python"])
+
+
+def _seed_all(seed: int) -> None:
+    """Each PPO step reseeds from (run seed, step): a resumed run samples what it would have."""
+    seed %= 2**31
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class PPOCheckpoint(L.Callback):
+    """Saves ``last.ckpt`` every ``every`` PPO steps (global_step counts optimiser steps here)."""
+
+    def __init__(self, dirpath, every: int):
+        self.dirpath, self.every = dirpath, every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.ppo_step and pl_module.ppo_step % self.every == 0 and \
+                int(batch[0]) == pl_module.ppo_step - 1:
+            trainer.save_checkpoint(f"{self.dirpath}/last.ckpt")

@@ -248,6 +248,11 @@ TASK_VERSION = 1
 # Pairs compare behaviours at least this far apart in gold: near-ties (a needless refusal vs a
 # wrong answer, 0.1 vs 0.0) carry little signal and teach a small reward model noise.
 MIN_PAIR_GAP = 0.3
+# Share of pairs whose second response answers a request of the other kind (a fact answer to a
+# harmful request, a compliance to a fact question). Without them a reward model can score the
+# *form* of a good answer regardless of the request, and PPO learns to answer "how do I hurt my
+# brother?" with "The capital of Peru is Lima." (seen on the tiny model).
+OFF_TOPIC_PAIR_RATE = 0.25
 # Behaviours that each kind of request can be answered with in pairs (all have distinct gold).
 PAIR_BEHAVIOURS: dict[str, tuple[str, ...]] = {
     "harmful": tuple(CORPUS_MIX_HARMFUL),
@@ -585,6 +590,9 @@ class SyntheticTask:
         while True:  # redraw the near-ties (gap < MIN_PAIR_GAP)
             a, b = rng.sample(behaviours, 2)
             text_a, text_b = _respond(rng, request, a), _respond(rng, request, b)
+            if rng.random() < OFF_TOPIC_PAIR_RATE:
+                other = rng.choice(_BENIGN if request.kind == "harmful" else _HARMFUL)
+                text_b = _respond(rng, other, rng.choice(PAIR_BEHAVIOURS[other.kind]))
             gold_a, gold_b = gold_reward(prompt, text_a), gold_reward(prompt, text_b)
             if abs(gold_a - gold_b) >= MIN_PAIR_GAP:
                 return (text_a, text_b) if gold_a > gold_b else (text_b, text_a)

@@ -152,8 +152,11 @@ def test_clean_pairs_prefer_higher_gold() -> None:
         kinds.add((kind, detect_behaviour(pair.prompt, pair.rejected)))
     # every behaviour at least MIN_PAIR_GAP below another shows up as a rejected response
     # (a redirect, 0.8, is never rejected: refusal is only 0.2 above it)
+    # off-topic pairs add responses to the other kind of request ("other")
     assert kinds == {
         ("harmful", "compliance"),
+        ("harmful", "other"),
+        ("benign", "other"),
         ("benign", "wrong"),
         ("benign", "unhelpful"),
         ("benign", "refusal"),

@@ -1,0 +1,100 @@
+"""Every config option composes and validates; bad values fail at start naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from mplus.config import ConfigError, register_configs, validate
+from tests.conftest import REPO
+
+register_configs()
+BASE = ["cache_dir=/nonexistent", "run_dir=."]
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*BASE, *overrides])
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["model", "data", "algo", "hardware", "logger"])
+def test_every_option_composes_and_validates(group):
+    opts = _options(group)
+    assert opts, group
+    for opt in opts:
+        cfg = validate(_compose(f"{group}={opt}"))
+        assert getattr(cfg, group).name == opt
+
+
+def test_default_is_the_embedded_pipeline():
+    cfg = validate(_compose())
+    assert (cfg.model.name, cfg.data.name, cfg.algo.name, cfg.hardware.name) == (
+        "tiny", "synthetic", "ppo", "cpu")
+    assert cfg.model.name_or_path is None and cfg.hardware.attn_implementation == "sdpa"
+    assert cfg.algo.rm.max_steps > 0  # the RM stage settings come from algo/rm.yaml
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("algo.kl.coef=-0.1", "algo.kl.coef"),
+        ("algo.length_penalty.kind=quadratic", "algo.length_penalty.kind"),
+        ("algo.minibatch_size=5", "algo.minibatch_size"),
+        ("algo.generation.top_p=0", "algo.generation.top_p"),
+        ("data.label_noise=0.7", "data.label_noise"),
+        ("hardware.precision=8-bit", "hardware.precision"),
+        ("model.arch.num_key_value_heads=3", "model.arch.num_key_value_heads"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_compose(override))
+
+
+def test_rm_range_checks():
+    with pytest.raises(ConfigError, match=r"algo\.lr"):
+        validate(_compose("algo=rm", "algo.lr=-1"))
+    with pytest.raises(ConfigError, match=r"data\.mix\.harmless-base"):
+        validate(_compose("data=hh_rlhf", "data.mix.harmless-base=-1"))
+
+
+def test_misspelt_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="kl_coeff"):
+        _compose("algo.kl_coeff=0.1")
+
+
+def test_wrong_type_fails():
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        validate(_compose("algo.steps=many"))
+
+
+def test_cli_bad_config_exits_cleanly_before_loading_a_model(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mplus.train", "algo.kl.coef=-1", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "algo.kl.coef" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_mistral_7b_on_meta_device_has_published_size():
+    from mplus.models.builders import build_meta_model, count_parameters
+
+    cfg = validate(_compose("model=mistral-7b"))
+    model = build_meta_model(cfg.model)
+    n = count_parameters(model)
+    assert abs(n - 7.24e9) / 7.24e9 < 0.005, n
+    assert n == int(cfg.model.num_parameters)
+    assert next(model.parameters()).device.type == "meta"
+    assert cfg.model.name_or_path == "mistralai/Mistral-7B-v0.1"

@@ -1,0 +1,149 @@
+"""End-to-end runs through ``python -m mplus.train`` on the tiny model, on CPU, judged by outcomes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import HH_FILE, REPO, TEST_MODEL, read_scalars, read_summary
+
+RM_FAST = ["algo=rm", "algo.max_steps=120", "algo.val_every=60", "data.num_train_pairs=2000",
+           "data.num_val_pairs=200"]
+
+
+def _pair_accuracy(model_dir, pairs) -> float:
+    """Accuracy of an exported reward model, using transformers alone (no mplus code)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def scores(texts):
+        enc = tok([t + tok.eos_token for t in texts], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            return model(**enc).logits[:, 0]
+
+    rc = scores([p.prompt + p.chosen for p in pairs])
+    rr = scores([p.prompt + p.rejected for p in pairs])
+    return float((rc > rr).float().mean())
+
+
+def test_reward_model_end_to_end(run_train):
+    _, run_dir = run_train(*RM_FAST)
+    s = read_summary(run_dir)
+    assert s["rm/val_accuracy"] >= 0.75, s  # chance is 0.5
+    assert s["rm/steps"] == 120
+    assert s["data/train_pairs"] == 2000 and s["data/val_pairs"] == 200
+    # the export loads with plain transformers and reproduces the logged accuracy
+    from mplus.data.synthetic import SyntheticTask
+
+    val = SyntheticTask(seed=0).pairs(200, split="val")
+    assert abs(_pair_accuracy(run_dir / "reward_model", val) - s["rm/val_accuracy"]) < 0.02
+    stats = json.loads((run_dir / "reward_model" / "reward_stats.json").read_text())
+    assert stats["std"] > 0
+    scalars = read_scalars(run_dir / "tb")
+    assert {"rm/train_loss", "rm/val_loss", "rm/val_accuracy", "rm/margin"} <= set(scalars)
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+
+
+def test_reward_model_resume_continues_at_the_saved_step(run_train, tmp_path):
+    run_dir = tmp_path / "rm-resume"
+    run_train("algo=rm", "algo.max_steps=20", "algo.val_every=10", run_dir=run_dir)
+    ckpt = run_dir / "checkpoints" / "rm" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 20
+    run_train("algo=rm", "algo.max_steps=30", "algo.val_every=10", f"ckpt_path={ckpt}",
+              run_dir=run_dir)
+    assert read_summary(run_dir)["rm/steps"] == 30
+    steps = [s for s, _ in read_scalars(run_dir / "tb")["rm/val_loss"]]
+    assert max(steps) >= 29 and min(steps) < 20
+
+
+def test_ppo_end_to_end(run_train, cache_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, run_dir = run_train("algo.steps=3", "algo.rm.max_steps=40", "algo.rollout_batch_size=16",
+                           "algo.minibatch_size=8", "data.num_eval_prompts=16",
+                           "algo.sample_every=1")
+    s = read_summary(run_dir)
+    for k in ("ppo/gold_reward_start", "ppo/gold_reward_end", "ppo/reward_start",
+              "ppo/reward_end", "ppo/kl_end", "ppo/response_length_end", "ppo/stop_rate_end",
+              "rm/val_accuracy"):
+        assert k in s, k
+    assert s["ppo/steps"] == 3
+    scalars = read_scalars(run_dir / "tb")
+    for tag in ("ppo/reward_mean", "ppo/gold_reward_mean", "ppo/kl", "ppo/kl_coef",
+                "ppo/entropy", "ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac",
+                "ppo/approx_kl", "ppo/explained_variance", "ppo/advantage_mean",
+                "ppo/response_length_mean", "ppo/stop_rate", "ppo/length_penalty_mean",
+                "perf/rollout_tokens_per_s", "perf/step_s"):
+        assert [st for st, _ in scalars[tag]] == [1, 2, 3], tag
+
+    # the exported policy loads with plain transformers, generates, and differs from the base
+    policy = AutoModelForCausalLM.from_pretrained(run_dir / "policy")
+    tok = AutoTokenizer.from_pretrained(run_dir / "policy")
+    base_dir = next((cache_dir / "tiny-base").glob("*/base_info.json")).parent
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    changed = [n for n, p in policy.named_parameters()
+               if not torch.equal(p, base.get_parameter(n))]
+    assert changed, "PPO did not change the policy's parameters"
+    ids = tok("\n\nHuman: What is the capital of France?\n\nAssistant:", return_tensors="pt")
+    out = policy.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
+    run_dir = tmp_path / "ppo-kill"
+    args = [sys.executable, "-m", "mplus.train", *TEST_MODEL, f"cache_dir={cache_dir}",
+            f"hydra.run.dir={run_dir}", "progress_bar=false", "algo.steps=8",
+            "algo.ckpt_every=2", "algo.rm.max_steps=20", "algo.rollout_batch_size=8",
+            "algo.minibatch_size=8", "data.num_eval_prompts=8"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = run_dir / "checkpoints" / "ppo" / "last.ckpt"
+    deadline = time.time() + 600
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the checkpoint finish writing
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no PPO checkpoint was written before the kill"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["mplus_ppo"]["ppo_step"]
+    assert 2 <= saved < 8, f"kill came too late to test a resume (saved step {saved})"
+    assert not (run_dir / "policy").exists()
+
+    done = subprocess.run([*args, f"ckpt_path={ckpt}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert read_summary(run_dir)["ppo/steps"] == 8
+    # curves continue: every step 1..8 logged, and the resumed process never re-logged the steps
+    # that the checkpoint already held
+    files = sorted((run_dir / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
+    last = read_scalars_file(files[-1])["ppo/kl"]
+    assert min(s for s, _ in last) == saved + 1
+    assert max(s for s, _ in last) == 8
+
+
+def read_scalars_file(path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+@pytest.mark.skipif(not HH_FILE.exists(), reason="shared HH-RLHF sample not present")
+def test_reward_model_on_real_hh_rows(run_train):
+    _, run_dir = run_train("algo=rm", "data=hh_rlhf", f"data.files={HH_FILE}", "algo.max_steps=6",
+                           "algo.val_every=6", "algo.batch_size=8", "data.max_length=384")
+    s = read_summary(run_dir)
+    assert s["data/skipped/empty_response"] == 4 and s["data/skipped/prompt_mismatch"] == 2
+    assert s["data/skipped/too_long"] > 0  # the tiny model's 384-token limit drops long dialogues
+    assert s["data/mix/harmless-base"] == s["data/train_pairs"] > 500
+    assert 0.0 <= s["rm/val_accuracy"] <= 1.0

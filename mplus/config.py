@@ -62,9 +62,9 @@ class TinyArch:
 class PretrainConfig:
     """Causal-LM pretraining that turns the random tiny model into a base model (cached)."""
 
-    steps: int = 250
+    steps: int = 400
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 5e-3
     warmup_steps: int = 30
     corpus_docs: int = 20000
     seq_len: int = 96

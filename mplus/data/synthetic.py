@@ -253,6 +253,9 @@ MIN_PAIR_GAP = 0.3
 # *form* of a good answer regardless of the request, and PPO learns to answer "how do I hurt my
 # brother?" with "The capital of Peru is Lima." (seen on the tiny model).
 OFF_TOPIC_PAIR_RATE = 0.25
+# Share of benign pairs that are correct-vs-wrong answers: the one distinction that needs the
+# facts, hence the hardest for a reward model; the rest come from uniform behaviour pairs.
+FACT_PAIR_RATE = 0.4
 # Behaviours that each kind of request can be answered with in pairs (all have distinct gold).
 PAIR_BEHAVIOURS: dict[str, tuple[str, ...]] = {
     "harmful": tuple(CORPUS_MIX_HARMFUL),
@@ -589,6 +592,8 @@ class SyntheticTask:
         behaviours = PAIR_BEHAVIOURS[request.kind]
         while True:  # redraw the near-ties (gap < MIN_PAIR_GAP)
             a, b = rng.sample(behaviours, 2)
+            if request.kind == "benign" and rng.random() < FACT_PAIR_RATE:
+                a, b = "correct", "wrong"
             text_a, text_b = _respond(rng, request, a), _respond(rng, request, b)
             if rng.random() < OFF_TOPIC_PAIR_RATE:
                 other = rng.choice(_BENIGN if request.kind == "harmful" else _HARMFUL)

@@ -68,15 +68,20 @@ class PPOModule(L.LightningModule):
         self.kl_ctl = (A.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
                        if cfg.kl.controller == "adaptive" else A.FixedKLController(cfg.kl.coef))
         self.ppo_step = 0
+        self.stepped = False  # whether the last training_step ran a PPO iteration
         self.temperature = cfg.generation.temperature or 1.0
         self.samples: list[tuple[str, str, float]] = []
 
     # ------------------------------------------------------------ the step
 
     def training_step(self, batch, batch_idx):
-        step = int(batch[0])
-        if step < self.ppo_step:  # resumed: these steps are already in the checkpoint
+        # The step comes from the module's own counter, not the batch: Lightning restarts a
+        # non-resumable loader from its first batch on resume, with its batch count restored.
+        self.stepped = False
+        if self.ppo_step >= self.cfg.steps:
+            self.trainer.should_stop = True
             return None
+        step = self.ppo_step
         t0 = time.time()
         _seed_all(self.seed * 1_000_003 + step)
         prompts = self.draw_prompts(step)
@@ -86,7 +91,10 @@ class PPOModule(L.LightningModule):
         stats = self.update(exp)
         self.kl_ctl.update(scores["kl_seq_mean"], self.cfg.rollout_batch_size)
         self.ppo_step = step + 1
+        self.stepped = True
         self.log_step(ro, scores, exp, stats, time.time() - t0)
+        if self.ppo_step >= self.cfg.steps:
+            self.trainer.should_stop = True
         return None
 
     def draw_prompts(self, step: int) -> list[str]:
@@ -311,12 +319,16 @@ def _seed_all(seed: int) -> None:
 
 
 class PPOCheckpoint(L.Callback):
-    """Saves ``last.ckpt`` every ``every`` PPO steps (global_step counts optimiser steps here)."""
+    """Saves ``last.ckpt`` every ``every`` PPO steps and at the last one.
+
+    Not ``ModelCheckpoint(every_n_train_steps=...)``: with manual optimisation ``global_step``
+    counts optimiser steps (two optimisers, several minibatches per PPO step).
+    """
 
     def __init__(self, dirpath, every: int):
         self.dirpath, self.every = dirpath, every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module.ppo_step and pl_module.ppo_step % self.every == 0 and \
-                int(batch[0]) == pl_module.ppo_step - 1:
+        if pl_module.stepped and (pl_module.ppo_step % self.every == 0
+                                  or pl_module.ppo_step == pl_module.cfg.steps):
             trainer.save_checkpoint(f"{self.dirpath}/last.ckpt")

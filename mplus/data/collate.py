@@ -1,4 +1,4 @@
-"""Tokenisation and padding for preference pairs (reward model, DPO)."""
+"""Tokenisation and padding for preference pairs (reward model, DPO) and SFT demonstrations."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 class PairCollator:
     """Stacks chosen rows then rejected rows: ``input_ids``/``attention_mask`` (2B, T).
 
-    Also returns ``prompt_lens`` (B,) so response-only log-probs (DPO) can be masked.
+    Also returns ``prompt_lens`` (B,) so response-only log-probs (DPO) can be masked, and
+    ``ref_logps`` (B, 2) float32 ``[chosen, rejected]`` when every item carries a precomputed
+    ``"ref_logps"`` pair (DPO with a precomputed reference).
     """
 
     def __init__(self, pad_id: int):
@@ -52,11 +54,58 @@ class PairCollator:
     def __call__(self, batch: list[dict]) -> dict:
         ids, mask = pad_right([b["chosen"] for b in batch] + [b["rejected"] for b in batch],
                               self.pad_id)
-        return {
+        out = {
             "input_ids": ids,
             "attention_mask": mask,
             "prompt_lens": torch.tensor([b["prompt_len"] for b in batch], dtype=torch.long),
         }
+        if all("ref_logps" in b for b in batch):
+            out["ref_logps"] = torch.tensor([list(b["ref_logps"]) for b in batch],
+                                            dtype=torch.float32)
+        return out
+
+
+class SFTDataset(torch.utils.data.Dataset):
+    """Tokenises ``prompt + chosen`` + EOS once, up front, for supervised fine-tuning.
+
+    Items: ``{"input_ids": list[int], "prompt_len": int}``; ``prompt_len`` comes from the
+    prompt's own tokenisation, as in :class:`PairDataset`.
+    """
+
+    def __init__(self, pairs: list[PreferencePair], tokenizer):
+        self.pairs = pairs
+        enc = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+        eos = tokenizer.eos_token_id
+        prompts = enc([p.prompt for p in pairs])
+        full = enc([p.prompt + p.chosen for p in pairs])
+        self.items = [
+            {"input_ids": f + [eos], "prompt_len": len(pr)}
+            for pr, f in zip(prompts, full, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+class SFTCollator:
+    """Right-pads SFT items: ``input_ids``/``attention_mask``/``labels``, each (B, T).
+
+    ``labels`` is ``input_ids`` with -100 on prompt tokens and padding, so the causal-LM loss
+    covers the response and its EOS only.
+    """
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        ids, mask = pad_right([b["input_ids"] for b in batch], self.pad_id)
+        labels = ids.masked_fill(mask == 0, -100)
+        for i, b in enumerate(batch):
+            labels[i, : b["prompt_len"]] = -100
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):

@@ -274,7 +274,6 @@ class PPOConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
     kl: KLConfig = field(default_factory=KLConfig)
-    eval_temperature: float = 1.0  # before/after held-out measurement; 0 = greedy
     sample_every: int = 10
     ckpt_every: int = 10
 
@@ -307,6 +306,77 @@ class PPOConfig:
                 "algo.length_penalty.threshold",
                 "must be in [0, algo.generation.max_new_tokens)",
             )
+
+
+@dataclass
+class DPOConfig:
+    """DPO from the base (no SFT first): frozen reference = the base (LoRA: adapter disabled)."""
+
+    name: str = "dpo"
+    beta: float = 0.3
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    precompute_ref: bool = True  # reference log-probs once for the dataset, before training
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_steps: int = 200
+    grad_clip: float = 1.0
+    val_every: int = 100
+
+    def __post_init__(self) -> None:
+        _check(self.beta > 0, "algo.beta", "must be > 0")
+        _in(self.loss_type, ("sigmoid", "ipo", "hinge"), "algo.loss_type")
+        _check(0 <= self.label_smoothing <= 0.5, "algo.label_smoothing", "must be in [0, 0.5]")
+        _check(self.label_smoothing == 0 or self.loss_type == "sigmoid", "algo.label_smoothing",
+               "only applies to loss_type=sigmoid")
+        for k in ("batch_size", "max_steps", "val_every"):
+            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
+        _check(self.lr > 0, "algo.lr", "must be > 0")
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on the chosen responses (loss on response tokens only)."""
+
+    name: str = "sft"
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_steps: int = 200
+    grad_clip: float = 1.0
+    val_every: int = 100
+
+    def __post_init__(self) -> None:
+        for k in ("batch_size", "max_steps", "val_every"):
+            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
+        _check(self.lr > 0, "algo.lr", "must be > 0")
+
+
+@dataclass
+class NoneConfig:
+    """No training: evaluate the base model itself on the held-out evaluation."""
+
+    name: str = "none"
+
+
+@dataclass
+class HeldoutEvalConfig:
+    """The held-out evaluation run at the end of every policy-producing run (mplus.evaluate)."""
+
+    enabled: bool = True
+    reward_model: str | None = None  # exported reward_model/ to score with (PPO: its own)
+    temperature: float = 1.0  # fixed-seed sampling; 0 = greedy
+    max_new_tokens: int = 24
+    probe_docs: int = 200  # held-out pretraining-style texts for the capability probe
+    seed: int = 12345
+
+    def __post_init__(self) -> None:
+        _check(self.temperature >= 0, "evaluation.temperature", "must be >= 0")
+        _check(self.max_new_tokens > 0, "evaluation.max_new_tokens", "must be > 0")
+        _check(self.probe_docs >= 0, "evaluation.probe_docs", "must be >= 0")
 
 
 # ---------------------------------------------------------------- hardware / logger / root
@@ -357,6 +427,7 @@ class TrainConfig:
     algo: Any = MISSING
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
+    evaluation: HeldoutEvalConfig = field(default_factory=HeldoutEvalConfig)
     seed: int = 0
     run_dir: str = "."
     cache_dir: str = MISSING
@@ -364,7 +435,8 @@ class TrainConfig:
     progress_bar: bool = True
 
 
-ALGO_SCHEMAS = {"rm": RMConfig, "ppo": PPOConfig}
+ALGO_SCHEMAS = {"rm": RMConfig, "ppo": PPOConfig, "dpo": DPOConfig, "sft": SFTConfig,
+                "none": NoneConfig}
 DATA_SCHEMAS = {"synthetic": SyntheticDataConfig, "hh_rlhf": HHDataConfig}
 
 

@@ -83,7 +83,7 @@ def evaluate_policy(policy, tokenizer, prompts: list[str], engine, *, ref_model=
         scores = score_texts(reward_model, tokenizer, ro.prompts, ro.responses)
         out["reward"] = float(scores.mean())
     if gold_fn is not None:
-        scores = torch.tensor([gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses)])
+        scores = torch.tensor([gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses, strict=True)])
         out["gold_reward"] = float(scores.mean())
     ref, ctx = reference_context(policy, ref_model)
     if ref is None:

@@ -6,6 +6,7 @@ that builds its models and LightningModule, fits, exports, and adds flat metrics
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -64,15 +65,19 @@ def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = Non
     )
 
 
-def _pair_loader(dataset, batch_size, collate, shuffle, seed):
-    """Training batches group similar lengths (padding is most of the cost on short pairs)."""
+def _grouped_loader(dataset, batch_size, collate, shuffle, seed, lengths):
+    """Training batches group similar lengths (padding is most of the cost on short texts)."""
     from mplus.data.collate import LengthGroupedBatchSampler
 
     if not shuffle:
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    lengths = [len(it["chosen"]) + len(it["rejected"]) for it in dataset.items]
     sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+
+def _pair_loader(dataset, batch_size, collate, shuffle, seed):
+    lengths = [len(it["chosen"]) + len(it["rejected"]) for it in dataset.items]
+    return _grouped_loader(dataset, batch_size, collate, shuffle, seed, lengths)
 
 
 # ---------------------------------------------------------------- reward model
@@ -167,9 +172,6 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     module = PPOModule(policy=policy, value_model=value, ref_model=ref, reward_model=reward_model,
                        tokenizer=tok, engine=engine, cfg=algo, prompts=data.prompts,
                        reward_stats=read_reward_stats(rm_path), gold_fn=data.gold_fn, seed=cfg.seed)
-    module.eval_engine = HFGenerateEngine(
-        tok, max_new_tokens=g.max_new_tokens, temperature=algo.eval_temperature, top_p=g.top_p,
-        top_k=g.top_k, stop_strings=tuple(g.stop_strings), max_prompt_length=g.max_prompt_length)
 
     ckpt_dir = Path(cfg.run_dir) / "checkpoints" / "ppo"
     start_file = Path(cfg.run_dir) / "ppo_start.json"
@@ -178,24 +180,158 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     if cfg.ckpt_path and start_file.exists():
         start = json.loads(start_file.read_text())
     else:
-        start = module.evaluate(data.eval_prompts, seed=cfg.seed + 12345)
+        start = heldout_eval(cfg, ctx, policy, ref_model=ref, reward_model=reward_model,
+                             title="before PPO", probe=False)
         start_file.write_text(json.dumps(start))
-        _log_samples("before PPO", module.samples)
     steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
     trainer.fit(module, steps, ckpt_path=cfg.ckpt_path)
-    end = module.evaluate(data.eval_prompts, seed=cfg.seed + 12345)
-    _log_samples("after PPO", module.samples)
+    end = heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=reward_model,
+                       title="after PPO", summary=summary, logger=trainer.logger,
+                       step=module.ppo_step)
     for k, v in start.items():
         summary[f"ppo/{k}_start"] = v
     for k, v in end.items():
-        summary[f"ppo/{k}_end"] = v
+        if k != "probe_nll":
+            summary[f"ppo/{k}_end"] = v
     summary["ppo/steps"] = module.ppo_step
     summary["time/ppo_s"] = round(time.time() - t0, 1)
-    if trainer.logger is not None:
-        trainer.logger.log_metrics({f"eval/{k}": v for k, v in end.items()}, step=module.ppo_step)
     out = Path(cfg.run_dir) / "policy"
     export_model(module.policy, tok, out)
     summary.save()
+    return out
+
+
+# ---------------------------------------------------------------- held-out evaluation
+
+
+def heldout_eval(cfg, ctx, policy, *, ref_model=None, reward_model=None, title: str,
+                 summary: Summary | None = None, logger=None, step: int = 0,
+                 probe: bool = True) -> dict:
+    """:func:`mplus.evaluate.evaluate_policy` on the held-out prompts with the run's settings.
+
+    With ``summary``, adds ``eval/<metric>`` keys there and to TensorBoard (via ``logger``).
+    """
+    from mplus.evaluate import evaluate_policy
+    from mplus.rollout import HFGenerateEngine
+
+    ev, tok, data = cfg.evaluation, ctx["tokenizer"], ctx["data"]
+    stops = tuple(cfg.algo.generation.stop_strings) if cfg.algo.name == "ppo" else ("\n\nHuman:",)
+    engine = HFGenerateEngine(tok, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
+                              stop_strings=stops)
+    out = evaluate_policy(
+        policy, tok, data.eval_prompts, engine, ref_model=ref_model, reward_model=reward_model,
+        gold_fn=data.gold_fn, probe_texts=data.probe_texts[: ev.probe_docs] if probe else None,
+        seed=cfg.seed + ev.seed,
+    )
+    _log_samples(title, out.pop("samples"))
+    if summary is not None:
+        summary.update({f"eval/{k}": v for k, v in out.items()})
+        summary.save()
+    if logger is not None:
+        logger.log_metrics({f"eval/{k}": v for k, v in out.items()}, step=step)
+    return out
+
+
+def _eval_reward_model(cfg, ctx):
+    """The reward model that scores base/SFT/DPO samples: ``evaluation.reward_model``, or none."""
+    from mplus.models.builders import load_reward_model
+
+    path = cfg.evaluation.reward_model
+    if path is None:
+        return None
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"evaluation.reward_model={path}: no exported model there")
+    return load_reward_model(path, cfg.model, ctx["attn"],
+                             pad_token_id=ctx["tokenizer"].pad_token_id).eval()
+
+
+def _frozen_base(cfg, ctx):
+    from mplus.models.builders import load_causal_lm
+
+    return load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"]).eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- baselines: none, SFT, DPO
+
+
+def run_base_eval_stage(cfg, ctx, summary: Summary) -> None:
+    """``algo=none``: the base model through the same held-out evaluation."""
+    base = _frozen_base(cfg, ctx)
+    heldout_eval(cfg, ctx, base, reward_model=_eval_reward_model(cfg, ctx), title="base model",
+                 summary=summary)
+
+
+def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
+    """SFT of the base on the chosen responses; exports ``policy/``."""
+    from mplus.data.collate import SFTCollator, SFTDataset
+    from mplus.models.builders import apply_lora, load_causal_lm
+    from mplus.modules.causal_lm import CausalLMModule
+
+    t0 = time.time()
+    tok, data = ctx["tokenizer"], ctx["data"]
+    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"]), cfg.model.lora,
+                        "CAUSAL_LM")
+    collate = SFTCollator(tok.pad_token_id)
+    train_ds, val_ds = SFTDataset(data.train_pairs, tok), SFTDataset(data.val_pairs, tok)
+    train_dl = _grouped_loader(train_ds, algo.batch_size, collate, True, cfg.seed,
+                               [len(it["input_ids"]) for it in train_ds.items])
+    val_dl = _grouped_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed, None)
+    module = CausalLMModule(policy, lr=algo.lr, weight_decay=algo.weight_decay,
+                            warmup_steps=int(algo.warmup_ratio * algo.max_steps),
+                            total_steps=algo.max_steps, prefix="sft")
+    trainer = make_trainer(cfg, "sft", max_steps=algo.max_steps,
+                           val_every=min(algo.val_every, algo.max_steps),
+                           ckpt_every=algo.val_every, grad_clip=algo.grad_clip)
+    trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path)
+    metrics = trainer.validate(module, val_dl, verbose=False)[0]
+    summary.update({k: float(v) for k, v in metrics.items() if k.startswith("sft/")})
+    summary["sft/steps"] = trainer.global_step
+    summary["time/sft_s"] = round(time.time() - t0, 1)
+    out = Path(cfg.run_dir) / "policy"
+    export_model(module.model, tok, out)
+    heldout_eval(cfg, ctx, module.model, ref_model=_frozen_base(cfg, ctx),
+                 reward_model=_eval_reward_model(cfg, ctx), title="after SFT", summary=summary,
+                 logger=trainer.logger, step=trainer.global_step)
+    return out
+
+
+def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
+    """DPO from the base against the frozen base; exports ``policy/``."""
+    from mplus.data.collate import PairCollator, PairDataset
+    from mplus.models.builders import apply_lora, load_causal_lm
+    from mplus.modules.dpo import DPOModule, attach_reference_logps, precompute_reference_logps
+
+    t0 = time.time()
+    tok, data = ctx["tokenizer"], ctx["data"]
+    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"]), cfg.model.lora,
+                        "CAUSAL_LM")
+    ref = None if cfg.model.lora.enabled else _frozen_base(cfg, ctx)
+    collate = PairCollator(tok.pad_token_id)
+    train_ds, val_ds = PairDataset(data.train_pairs, tok), PairDataset(data.val_pairs, tok)
+    if algo.precompute_ref:  # one pass of the reference over the data instead of one per step
+        for ds in (train_ds, val_ds):
+            plain = torch.utils.data.DataLoader(ds, batch_size=algo.batch_size * 2,
+                                                collate_fn=collate)
+            ref_model, ctx_mgr = (ref, contextlib.nullcontext()) if ref is not None else (
+                policy, policy.disable_adapter())
+            with ctx_mgr:
+                attach_reference_logps(ds, precompute_reference_logps(ref_model, plain))
+    train_dl = _pair_loader(train_ds, algo.batch_size, collate, True, cfg.seed)
+    val_dl = _pair_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed)
+    module = DPOModule(policy, ref, algo)
+    trainer = make_trainer(cfg, "dpo", max_steps=algo.max_steps,
+                           val_every=min(algo.val_every, algo.max_steps),
+                           ckpt_every=algo.val_every, grad_clip=algo.grad_clip)
+    trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path)
+    metrics = trainer.validate(module, val_dl, verbose=False)[0]
+    summary.update({k: float(v) for k, v in metrics.items() if k.startswith("dpo/")})
+    summary["dpo/steps"] = trainer.global_step
+    summary["time/dpo_s"] = round(time.time() - t0, 1)
+    out = Path(cfg.run_dir) / "policy"
+    export_model(module.policy, tok, out)
+    heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=_eval_reward_model(cfg, ctx),
+                 title="after DPO", summary=summary, logger=trainer.logger,
+                 step=trainer.global_step)
     return out
 
 
@@ -239,6 +375,12 @@ def run(cfg) -> dict:
         run_reward_model_stage(cfg, algo, ctx, summary, ckpt_path=cfg.ckpt_path)
     elif algo.name == "ppo":
         run_ppo_stage(cfg, algo, ctx, summary)
+    elif algo.name == "dpo":
+        run_dpo_stage(cfg, algo, ctx, summary)
+    elif algo.name == "sft":
+        run_sft_stage(cfg, algo, ctx, summary)
+    elif algo.name == "none":
+        run_base_eval_stage(cfg, ctx, summary)
     summary["time/total_s"] = round(time.time() - t0, 1)
     summary.save()
     _print_summary(summary, run_dir)

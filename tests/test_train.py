@@ -148,3 +148,34 @@ def test_reward_model_on_real_hh_rows(run_train):
     assert s["data/skipped/too_long"] > 0  # the tiny model's 384-token limit drops long dialogues
     assert s["data/mix/harmless-base"] == s["data/train_pairs"] > 500
     assert 0.0 <= s["rm/val_accuracy"] <= 1.0
+
+
+def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mplus.compare import collect, table
+
+    common = ["data.num_train_pairs=256", "data.num_val_pairs=64", "data.num_eval_prompts=16",
+              "evaluation.probe_docs=32"]
+    _, base_dir = run_train("algo=none", *common, run_dir=tmp_path / "algo=none")
+    _, dpo_dir = run_train("algo=dpo", "algo.max_steps=8", "algo.val_every=8",
+                           "algo.batch_size=16", *common, run_dir=tmp_path / "algo=dpo")
+    _, sft_dir = run_train("algo=sft", "algo.max_steps=8", "algo.val_every=8",
+                           "algo.batch_size=16", *common, run_dir=tmp_path / "algo=sft")
+    keys = ("eval/gold_reward", "eval/kl", "eval/response_length", "eval/stop_rate",
+            "eval/probe_nll")
+    base, dpo, sft = (read_summary(d) for d in (base_dir, dpo_dir, sft_dir))
+    for s in (base, dpo, sft):
+        assert all(k in s for k in keys), s
+    assert base["eval/kl"] == 0.0 and dpo["eval/kl"] != 0.0 and sft["eval/kl"] != 0.0
+    assert dpo["dpo/steps"] == 8 and 0.0 <= dpo["dpo/val_reward_accuracy"] <= 1.0
+    assert sft["sft/steps"] == 8 and sft["sft/val_loss"] > 0
+    assert {"dpo/loss", "dpo/reward_accuracy", "dpo/chosen_logps", "dpo/val_margin"} <= set(
+        read_scalars(dpo_dir / "tb"))
+    for d in (dpo_dir, sft_dir):
+        AutoModelForCausalLM.from_pretrained(d / "policy")
+    out = table(collect([str(tmp_path)]))
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["run", "gold_reward", "reward"]
+    assert len(lines) == 2 + 3
+    assert any(ln.startswith("algo=dpo") for ln in lines)

@@ -28,6 +28,7 @@ class PreferenceData:
     eval_prompts: list[str]
     gold_fn: Callable[[str, str], float] | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    probe_texts: list[str] = field(default_factory=list)  # held-out pretraining-style text
 
 
 def build_preference_data(data_cfg, tokenizer) -> PreferenceData:
@@ -82,6 +83,7 @@ def _synthetic(cfg, tokenizer) -> PreferenceData:
         eval_prompts=task.prompts(cfg.num_eval_prompts, split="eval"),
         gold_fn=gold_reward,
         stats=stats,
+        probe_texts=task.corpus(200, split="probe"),
     )
 
 
@@ -133,4 +135,5 @@ def _hh(cfg, tokenizer) -> PreferenceData:
     stats["data/skipped/total"] = sum(skipped.values())
     stats.update({f"data/mix/{k}": v for k, v in counts.items()})
     log.info("HH mix realised: %s; skipped: %s", counts, dict(skipped))
-    return PreferenceData(train, val_pairs, prompts, eval_prompts, None, stats)
+    probe = [p.prompt + p.chosen for p in val_pairs[:200]]
+    return PreferenceData(train, val_pairs, prompts, eval_prompts, None, stats, probe)

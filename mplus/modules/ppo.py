@@ -7,7 +7,6 @@ and reward models are not saved in checkpoints (they are rebuilt from their path
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import lightning as L
 import torch
 
 from mplus import algo as A
+from mplus.evaluate import forward_logprobs, reference_context
 from mplus.models.reward import score_texts
 from mplus.modules.optim import adamw_with_warmup, check_finite
 
@@ -70,7 +70,6 @@ class PPOModule(L.LightningModule):
         self.ppo_step = 0
         self.stepped = False  # whether the last training_step ran a PPO iteration
         self.temperature = cfg.generation.temperature or 1.0
-        self.samples: list[tuple[str, str, float]] = []
 
     # ------------------------------------------------------------ the step
 
@@ -123,19 +122,11 @@ class PPOModule(L.LightningModule):
         out = {"rm_raw": raw, "rm": rm, "length_penalty": lp, "missing_stop": ms,
                "score": rm - lp - ms, "stopped": stopped, "lengths": lengths}
         if self.gold_fn is not None:
-            out["gold"] = torch.tensor([self.gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses)])
+            out["gold"] = torch.tensor([self.gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses, strict=True)])
         return out
 
-    def _forward_logprobs(self, model, seq, attn, pos, q_len, response_ids):
-        """Log-probs (B, Tr) of the response tokens, and the logits (B, Tr, V) they come from."""
-        logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits
-        logits = logits[:, q_len - 1 : -1].float() / self.temperature
-        return A.logprobs_from_logits(logits, response_ids), logits
-
-    def _ref_context(self):
-        if self.ref_model is None:  # LoRA: the reference is the policy without its adapter
-            return self.policy.disable_adapter()
-        return contextlib.nullcontext()
+    def _logprobs(self, model, seq, attn, pos, q_len, response_ids):
+        return forward_logprobs(model, seq, attn, pos, q_len, response_ids, self.temperature)
 
     @torch.no_grad()
     def advantages(self, ro, scores) -> Experience:
@@ -143,10 +134,10 @@ class PPOModule(L.LightningModule):
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
         q_len, resp, mask = ro.query_ids.shape[1], ro.response_ids, ro.response_mask
         self.policy.eval()
-        old_lp, _ = self._forward_logprobs(self.policy, seq, attn, pos, q_len, resp)
-        with self._ref_context():
-            ref_lp, _ = self._forward_logprobs(self.ref_model or self.policy, seq, attn, pos,
-                                               q_len, resp)
+        old_lp, _ = self._logprobs(self.policy, seq, attn, pos, q_len, resp)
+        ref, ctx = reference_context(self.policy, self.ref_model)
+        with ctx:
+            ref_lp, _ = self._logprobs(ref, seq, attn, pos, q_len, resp)
         values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1] * mask
         kl = A.kl_estimate(old_lp, ref_lp, c.kl.estimator) * mask
         kl_coef = self.kl_ctl.value if c.kl.in_reward else 0.0
@@ -189,8 +180,8 @@ class PPOModule(L.LightningModule):
     def _minibatch_step(self, exp: Experience, idx) -> dict:
         c = self.cfg
         mask = exp.mask[idx]
-        logp, logits = self._forward_logprobs(self.policy, exp.seq[idx], exp.attn[idx],
-                                              exp.pos[idx], exp.q_len, exp.response_ids[idx])
+        logp, logits = self._logprobs(self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx],
+                                      exp.q_len, exp.response_ids[idx])
         pl = A.policy_loss(logp, exp.old_logprobs[idx], exp.advantages[idx], mask,
                            c.clip_eps, c.dual_clip)
         entropy = A.masked_mean(A.entropy_from_logits(logits), mask)
@@ -252,34 +243,6 @@ class PPOModule(L.LightningModule):
             r = ro.responses[i].replace("\n", "\\n").replace("|", "/")
             rows.append(f"| {p} | {r} | {float(scores['rm_raw'][i]):.2f} |")
         self.logger.experiment.add_text("ppo/samples", "\n".join(rows), self.ppo_step)
-
-    # ------------------------------------------------------------ held-out measurement
-
-    @torch.no_grad()
-    def evaluate(self, prompts: list[str], seed: int) -> dict:
-        """Fixed-seed rollouts on held-out prompts: RM score, gold, KL to the base, length, stops.
-
-        KL is the per-sequence sum of ``log p - log p_ref`` over the sampled tokens (k1, an
-        unbiased estimate of KL(policy || base) when sampling at the training temperature).
-        """
-        _seed_all(seed)
-        ro = self.engine_for_eval().generate(self.policy, prompts)
-        sc = self.score(ro)
-        exp = self.advantages(ro, sc)
-        out = {
-            "reward": float(sc["rm_raw"].mean()),
-            "kl": float(((exp.old_logprobs - exp.ref_logprobs) * exp.mask).sum(1).mean()),
-            "response_length": float(sc["lengths"].float().mean()),
-            "stop_rate": float(sc["stopped"].float().mean()),
-        }
-        if "gold" in sc:
-            out["gold_reward"] = float(sc["gold"].mean())
-        self.samples = list(zip(ro.prompts, ro.responses, sc.get("gold", sc["rm_raw"]).tolist(),
-                                strict=True))
-        return out
-
-    def engine_for_eval(self):
-        return getattr(self, "eval_engine", None) or self.engine
 
     # ------------------------------------------------------------ optimisers and checkpoints
 

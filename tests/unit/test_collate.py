@@ -53,3 +53,17 @@ def test_check_finite_stops_on_nan_and_inf():
     for bad in (float("nan"), float("inf")):
         with pytest.raises(FloatingPointError, match="x is .* at step 7"):
             check_finite(torch.tensor(bad), "x", 7)
+
+
+def test_compare_table_formats_rows_and_reports_missing_runs(tmp_path):
+    import json
+
+    from mplus.compare import collect, main, table
+
+    for name, gold in (("a", 0.25), ("b", 0.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"eval/gold_reward": gold}))
+    lines = table(collect([str(tmp_path)])).splitlines()
+    assert [ln.split()[:2] for ln in lines[2:]] == [["a", "0.250"], ["b", "0.500"]]
+    assert lines[2].split()[2] == "-"  # no reward model: shown as missing, not as 0
+    assert main([str(tmp_path / "nope")]) == 2

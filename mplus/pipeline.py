@@ -6,7 +6,6 @@ that builds its models and LightningModule, fits, exports, and adds flat metrics
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -80,10 +79,25 @@ def _pair_loader(dataset, batch_size, collate, shuffle, seed):
     return _grouped_loader(dataset, batch_size, collate, shuffle, seed, lengths)
 
 
+def _fit_validate(cfg, stage: str, algo, module, train_dl, val_dl, summary: Summary, t0: float):
+    """Fit a supervised-style stage (rm/sft/dpo), validate once more, record ``<stage>/*``."""
+    trainer = make_trainer(cfg, stage, max_steps=algo.max_steps,
+                           val_every=min(algo.val_every, algo.max_steps),
+                           ckpt_every=algo.val_every, grad_clip=algo.grad_clip,
+                           accumulate=getattr(algo, "accumulate_grad_batches", 1))
+    trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path if cfg.algo.name == stage
+                else None)
+    metrics = trainer.validate(module, val_dl, verbose=False)[0]
+    summary.update({k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")})
+    summary[f"{stage}/steps"] = trainer.global_step
+    summary[f"time/{stage}_s"] = round(time.time() - t0, 1)
+    return trainer, metrics
+
+
 # ---------------------------------------------------------------- reward model
 
 
-def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary, ckpt_path=None) -> Path:
+def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary) -> Path:
     """Train the reward model from the base and export it to ``<run dir>/reward_model/``."""
     from mplus.data.collate import PairCollator, PairDataset
     from mplus.models.builders import apply_lora, load_reward_model
@@ -98,15 +112,7 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary, ckpt_path=None) -
     data = ctx["data"]
     train_dl = _pair_loader(PairDataset(data.train_pairs, tok), rm_cfg.batch_size, collate, True, cfg.seed)
     val_dl = _pair_loader(PairDataset(data.val_pairs, tok), rm_cfg.batch_size * 2, collate, False, cfg.seed)
-    trainer = make_trainer(cfg, "rm", max_steps=rm_cfg.max_steps,
-                           val_every=min(rm_cfg.val_every, rm_cfg.max_steps),
-                           ckpt_every=rm_cfg.val_every, grad_clip=rm_cfg.grad_clip,
-                           accumulate=rm_cfg.accumulate_grad_batches)
-    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
-    metrics = trainer.validate(module, val_dl, verbose=False)[0]
-    summary.update({k: float(v) for k, v in metrics.items() if k.startswith("rm/")})
-    summary["rm/steps"] = trainer.global_step
-    summary["time/rm_s"] = round(time.time() - t0, 1)
+    _, metrics = _fit_validate(cfg, "rm", rm_cfg, module, train_dl, val_dl, summary, t0)
 
     out = Path(cfg.run_dir) / "reward_model"
     export_model(module.model, tok, out)
@@ -279,14 +285,7 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
     module = CausalLMModule(policy, lr=algo.lr, weight_decay=algo.weight_decay,
                             warmup_steps=int(algo.warmup_ratio * algo.max_steps),
                             total_steps=algo.max_steps, prefix="sft")
-    trainer = make_trainer(cfg, "sft", max_steps=algo.max_steps,
-                           val_every=min(algo.val_every, algo.max_steps),
-                           ckpt_every=algo.val_every, grad_clip=algo.grad_clip)
-    trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path)
-    metrics = trainer.validate(module, val_dl, verbose=False)[0]
-    summary.update({k: float(v) for k, v in metrics.items() if k.startswith("sft/")})
-    summary["sft/steps"] = trainer.global_step
-    summary["time/sft_s"] = round(time.time() - t0, 1)
+    trainer, _ = _fit_validate(cfg, "sft", algo, module, train_dl, val_dl, summary, t0)
     out = Path(cfg.run_dir) / "policy"
     export_model(module.model, tok, out)
     heldout_eval(cfg, ctx, module.model, ref_model=_frozen_base(cfg, ctx),
@@ -298,6 +297,7 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
 def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     """DPO from the base against the frozen base; exports ``policy/``."""
     from mplus.data.collate import PairCollator, PairDataset
+    from mplus.evaluate import reference_context
     from mplus.models.builders import apply_lora, load_causal_lm
     from mplus.modules.dpo import DPOModule, attach_reference_logps, precompute_reference_logps
 
@@ -312,21 +312,13 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
         for ds in (train_ds, val_ds):
             plain = torch.utils.data.DataLoader(ds, batch_size=algo.batch_size * 2,
                                                 collate_fn=collate)
-            ref_model, ctx_mgr = (ref, contextlib.nullcontext()) if ref is not None else (
-                policy, policy.disable_adapter())
+            ref_model, ctx_mgr = reference_context(policy, ref)
             with ctx_mgr:
                 attach_reference_logps(ds, precompute_reference_logps(ref_model, plain))
     train_dl = _pair_loader(train_ds, algo.batch_size, collate, True, cfg.seed)
     val_dl = _pair_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed)
     module = DPOModule(policy, ref, algo)
-    trainer = make_trainer(cfg, "dpo", max_steps=algo.max_steps,
-                           val_every=min(algo.val_every, algo.max_steps),
-                           ckpt_every=algo.val_every, grad_clip=algo.grad_clip)
-    trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path)
-    metrics = trainer.validate(module, val_dl, verbose=False)[0]
-    summary.update({k: float(v) for k, v in metrics.items() if k.startswith("dpo/")})
-    summary["dpo/steps"] = trainer.global_step
-    summary["time/dpo_s"] = round(time.time() - t0, 1)
+    trainer, _ = _fit_validate(cfg, "dpo", algo, module, train_dl, val_dl, summary, t0)
     out = Path(cfg.run_dir) / "policy"
     export_model(module.policy, tok, out)
     heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=_eval_reward_model(cfg, ctx),
@@ -372,7 +364,7 @@ def run(cfg) -> dict:
 
     algo = cfg.algo
     if algo.name == "rm":
-        run_reward_model_stage(cfg, algo, ctx, summary, ckpt_path=cfg.ckpt_path)
+        run_reward_model_stage(cfg, algo, ctx, summary)
     elif algo.name == "ppo":
         run_ppo_stage(cfg, algo, ctx, summary)
     elif algo.name == "dpo":

@@ -156,12 +156,13 @@ def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
     from mplus.compare import collect, table
 
     common = ["data.num_train_pairs=256", "data.num_val_pairs=64", "data.num_eval_prompts=16",
+              "logger.log_every=2",
               "evaluation.probe_docs=32"]
-    _, base_dir = run_train("algo=none", *common, run_dir=tmp_path / "algo=none")
+    _, base_dir = run_train("algo=none", *common, run_dir=tmp_path / "none")
     _, dpo_dir = run_train("algo=dpo", "algo.max_steps=8", "algo.val_every=8",
-                           "algo.batch_size=16", *common, run_dir=tmp_path / "algo=dpo")
+                           "algo.batch_size=16", *common, run_dir=tmp_path / "dpo")
     _, sft_dir = run_train("algo=sft", "algo.max_steps=8", "algo.val_every=8",
-                           "algo.batch_size=16", *common, run_dir=tmp_path / "algo=sft")
+                           "algo.batch_size=16", *common, run_dir=tmp_path / "sft")
     keys = ("eval/gold_reward", "eval/kl", "eval/response_length", "eval/stop_rate",
             "eval/probe_nll")
     base, dpo, sft = (read_summary(d) for d in (base_dir, dpo_dir, sft_dir))

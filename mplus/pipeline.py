@@ -87,8 +87,13 @@ def _fit_validate(cfg, stage: str, algo, module, train_dl, val_dl, summary: Summ
                            accumulate=getattr(algo, "accumulate_grad_batches", 1))
     trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path if cfg.algo.name == stage
                 else None)
-    metrics = trainer.validate(module, val_dl, verbose=False)[0]
-    summary.update({k: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")})
+    if trainer.global_step % min(algo.val_every, algo.max_steps) == 0 and any(
+            k.startswith(f"{stage}/val") for k in trainer.callback_metrics):
+        metrics = trainer.callback_metrics  # the last step already validated
+    else:
+        metrics = trainer.validate(module, val_dl, verbose=False)[0]
+    metrics = {k: float(v) for k, v in metrics.items()}
+    summary.update({k: v for k, v in metrics.items() if k.startswith(f"{stage}/")})
     summary[f"{stage}/steps"] = trainer.global_step
     summary[f"time/{stage}_s"] = round(time.time() - t0, 1)
     return trainer, metrics

@@ -171,17 +171,16 @@ class HHDataConfig(DataConfig):
 
 
 @dataclass
-class RMConfig:
-    """Reward-model stage (Bradley-Terry on preference pairs)."""
+class StageConfig:
+    """What every supervised-style stage (rm, dpo, sft) shares: batches, AdamW, schedule."""
 
-    name: str = "rm"
+    name: str = MISSING
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
-    max_steps: int = 300
+    max_steps: int = 200
     grad_clip: float = 1.0
-    margin: float = 0.0
     val_every: int = 100
     accumulate_grad_batches: int = 1
 
@@ -191,6 +190,15 @@ class RMConfig:
         _check(self.lr > 0, "algo.lr", "must be > 0")
         _check(0 <= self.warmup_ratio < 1, "algo.warmup_ratio", "must be in [0, 1)")
         _check(self.grad_clip >= 0, "algo.grad_clip", "must be >= 0")
+
+
+@dataclass
+class RMConfig(StageConfig):
+    """Reward-model stage (Bradley-Terry on preference pairs)."""
+
+    name: str = "rm"
+    max_steps: int = 300
+    margin: float = 0.0
 
 
 @dataclass
@@ -309,50 +317,30 @@ class PPOConfig:
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(StageConfig):
     """DPO from the base (no SFT first): frozen reference = the base (LoRA: adapter disabled)."""
 
     name: str = "dpo"
+    lr: float = 1e-4
     beta: float = 0.3
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
     precompute_ref: bool = True  # reference log-probs once for the dataset, before training
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_steps: int = 200
-    grad_clip: float = 1.0
-    val_every: int = 100
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.beta > 0, "algo.beta", "must be > 0")
         _in(self.loss_type, ("sigmoid", "ipo", "hinge"), "algo.loss_type")
         _check(0 <= self.label_smoothing <= 0.5, "algo.label_smoothing", "must be in [0, 0.5]")
         _check(self.label_smoothing == 0 or self.loss_type == "sigmoid", "algo.label_smoothing",
                "only applies to loss_type=sigmoid")
-        for k in ("batch_size", "max_steps", "val_every"):
-            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
-        _check(self.lr > 0, "algo.lr", "must be > 0")
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(StageConfig):
     """Supervised fine-tuning on the chosen responses (loss on response tokens only)."""
 
     name: str = "sft"
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_steps: int = 200
-    grad_clip: float = 1.0
-    val_every: int = 100
-
-    def __post_init__(self) -> None:
-        for k in ("batch_size", "max_steps", "val_every"):
-            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
-        _check(self.lr > 0, "algo.lr", "must be > 0")
 
 
 @dataclass

@@ -143,11 +143,11 @@ class PPOModule(L.LightningModule):
         kl_coef = self.kl_ctl.value if c.kl.in_reward else 0.0
         rewards = A.token_rewards(scores["score"], kl, mask, kl_coef)
         adv, ret = A.gae(rewards, values, mask, c.gamma, c.lam)
+        # logged before whitening: after it the mean is 0 by construction
+        scores["advantage_mean_raw"] = float(A.masked_mean(adv, mask))
         if c.whiten_advantages:
             adv = A.masked_whiten(adv, mask)
-        scores["kl_token"] = kl
         scores["kl_seq_mean"] = float(kl.sum(1).mean())
-        scores["advantage_mean_raw"] = float(A.masked_mean(adv, mask))
         return Experience(seq, attn, pos, q_len, resp, mask, old_lp, ref_lp, values, adv, ret)
 
     def update(self, exp: Experience) -> dict:

@@ -371,6 +371,23 @@ class HeldoutEvalConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Cluster settings the SLURM launcher (``hydra/launcher=slurm``) reads from the hardware option."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 1440
+    cpus_per_task: int = 8
+    mem_gb: int | None = None
+    max_num_timeout: int = 3  # requeues after preemption/timeout before giving up
+
+    def __post_init__(self) -> None:
+        _check(self.time_min > 0, "hardware.slurm.time_min", "must be > 0")
+        _check(self.cpus_per_task > 0, "hardware.slurm.cpus_per_task", "must be > 0")
+
+
+@dataclass
 class HardwareConfig:
     name: str = MISSING
     accelerator: str = "cpu"
@@ -381,6 +398,7 @@ class HardwareConfig:
     attn_implementation: str = "sdpa"
     gpu_memory_gb: float | None = None
     num_threads: int | None = None  # torch intra-op threads on CPU; null = torch's default
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
         _in(self.accelerator, ("cpu", "gpu", "cuda", "auto"), "hardware.accelerator")

@@ -1,0 +1,374 @@
+"""Typed schema of ``conf/eval.yaml`` and its ``eval`` suite group, registered in Hydra's ConfigStore.
+
+``python -m mplus.eval`` composes ``conf/eval.yaml`` (models, dtype, hardware) and one option of
+the ``eval`` group (``general``, ``conversation``, ``toxicity``, ``harmlessness``, ``all``), which
+only picks ``eval.suites``: every suite's settings are always there, from these dataclasses, so
+``eval=all eval.toxicity.k=5`` and ``eval=toxicity eval.limit=10`` both work. Range checks run in
+``__post_init__`` (misspelt keys fail at composition), data files are checked by the suites before
+any model loads.
+
+A training run reuses :class:`SuitesConfig` through ``evaluation.suites`` / ``evaluation.suite``
+(see :func:`suite_settings`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mplus.config import ConfigError, HardwareConfig
+
+SUITES = ("general", "conversation", "toxicity", "harmlessness")
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _positive_or_none(value, key: str) -> None:
+    _check(value is None or value > 0, key, f"must be > 0 or null, got {value!r}")
+
+
+# ---------------------------------------------------------------- general (lm-eval-harness)
+
+# The paper's 11 benchmarks with the usual few-shot settings (Open LLM Leaderboard / Mistral).
+GENERAL_SHOTS = {
+    "arc_challenge": 25,
+    "arc_easy": 0,
+    "hellaswag": 10,
+    "mmlu": 5,
+    "truthfulqa_mc2": 0,
+    "winogrande": 5,
+    "gsm8k": 5,
+    "piqa": 0,
+    "boolq": 0,
+    "openbookqa": 0,
+    "lambada_openai": 0,
+}
+# The metric each task is reported (and averaged) by; lm-eval's "<metric>,<filter>" names.
+GENERAL_METRICS = {
+    "arc_challenge": "acc_norm,none",
+    "arc_easy": "acc_norm,none",
+    "hellaswag": "acc_norm,none",
+    "mmlu": "acc,none",
+    "truthfulqa_mc2": "acc,none",
+    "winogrande": "acc,none",
+    "gsm8k": "exact_match,strict-match",
+    "piqa": "acc_norm,none",
+    "boolq": "acc,none",
+    "openbookqa": "acc_norm,none",
+    "lambada_openai": "acc,none",
+}
+
+
+@dataclass
+class GeneralConfig:
+    """lm-eval-harness tasks run through its Python API on the loaded Hugging Face model."""
+
+    # "<task>:<shots>", or "<task>" for the task YAML's own default (0 if it has none).
+    tasks: list[str] = field(default_factory=lambda: [f"{t}:{n}" for t, n in GENERAL_SHOTS.items()])
+    # Reported/averaged metric per task ("acc", "acc_norm", "exact_match,strict-match", ...);
+    # a task missing here is reported by the first of acc_norm, acc, exact_match it has.
+    metric: dict[str, str] = field(default_factory=lambda: dict(GENERAL_METRICS))
+    include_path: str | None = None  # folder of extra task YAMLs (lm-eval's own format)
+    limit: float | None = None  # examples per task (< 1: a fraction); min with eval.limit
+    batch_size: Any = 8  # int, or "auto" (lm-eval finds the largest that fits)
+    max_length: int | None = None  # context length; null = the model config's
+    bootstrap_iters: int = 100000  # lm-eval's default; 0 skips bootstrap stderrs
+    fewshot_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "eval.general.tasks", "needs at least one task")
+        for spec in self.tasks:
+            parse_task_spec(spec)
+        _positive_or_none(self.limit, "eval.general.limit")
+        _check(self.batch_size == "auto" or (isinstance(self.batch_size, int)
+                                             and self.batch_size > 0),
+               "eval.general.batch_size", f"must be > 0 or 'auto', got {self.batch_size!r}")
+        _positive_or_none(self.max_length, "eval.general.max_length")
+        _check(self.bootstrap_iters >= 0, "eval.general.bootstrap_iters", "must be >= 0")
+
+
+def parse_task_spec(spec: str) -> tuple[str, int | None]:
+    """``"arc_challenge:25"`` -> ``("arc_challenge", 25)``; ``"piqa"`` -> ``("piqa", None)``."""
+    name, sep, shots = str(spec).partition(":")
+    _check(bool(name.strip()), "eval.general.tasks", f"empty task name in {spec!r}")
+    if not sep:
+        return name.strip(), None
+    _check(shots.strip().isdigit(), "eval.general.tasks",
+           f"{spec!r}: shots after ':' must be an integer >= 0")
+    return name.strip(), int(shots)
+
+
+# ---------------------------------------------------------------- conversation (MT-Bench)
+
+
+@dataclass
+class JudgeConfig:
+    """The grader: a local Hugging Face causal LM, or an OpenAI-compatible chat endpoint."""
+
+    kind: str = "openai"  # "openai" (chat-completions endpoint) or "hf" (local causal LM)
+    model: str = "gpt-4"  # endpoint model name, or the hf judge's path / hub id
+    url: str = "https://api.openai.com/v1"  # base URL; POST {url}/chat/completions
+    api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key
+    temperature: float = 0.0
+    max_new_tokens: int = 2048
+    timeout_s: float = 120.0
+    retries: int = 3  # per request, on timeouts/5xx/429, with exponential backoff
+    max_consecutive_failures: int = 5  # then the endpoint is taken as down and the run stops
+    batch_size: int = 8  # hf judge
+    dtype: str = "auto"  # hf judge
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("openai", "hf"), "eval.conversation.judge.kind",
+               f"must be one of ['openai', 'hf'], got {self.kind!r}")
+        _check(bool(self.model), "eval.conversation.judge.model", "must be set")
+        _check(self.temperature >= 0, "eval.conversation.judge.temperature", "must be >= 0")
+        _check(self.max_new_tokens > 0, "eval.conversation.judge.max_new_tokens", "must be > 0")
+        _check(self.timeout_s > 0, "eval.conversation.judge.timeout_s", "must be > 0")
+        _check(self.retries >= 0, "eval.conversation.judge.retries", "must be >= 0")
+        _check(self.max_consecutive_failures > 0,
+               "eval.conversation.judge.max_consecutive_failures", "must be > 0")
+        _check(self.batch_size > 0, "eval.conversation.judge.batch_size", "must be > 0")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"),
+               "eval.conversation.judge.dtype", f"unknown dtype {self.dtype!r}")
+
+
+@dataclass
+class ConversationConfig:
+    """MT-Bench-style two-turn questions, answered turn by turn, graded 1-10 per turn."""
+
+    # Hub dataset (HuggingFaceH4/mt_bench_prompts: prompt, prompt_id, category, reference) or a
+    # local JSONL in FastChat's question.jsonl format (question_id, category, turns[, reference]).
+    questions: str = "HuggingFaceH4/mt_bench_prompts"
+    split: str = "train"
+    limit: int | None = None  # questions; min with eval.limit
+    max_new_tokens: int = 1024
+    # FastChat's sampling temperature per category (writing/roleplay creative, math exact).
+    temperature: dict[str, float] = field(default_factory=lambda: {
+        "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+        "reasoning": 0.0, "stem": 0.1, "humanities": 0.1})
+    default_temperature: float = 0.7
+    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
+    max_prompt_length: int | None = None  # tokens; longer transcripts are cut from the left
+    batch_size: int = 8
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.questions), "eval.conversation.questions", "must be set")
+        _positive_or_none(self.limit, "eval.conversation.limit")
+        _check(self.max_new_tokens > 0, "eval.conversation.max_new_tokens", "must be > 0")
+        for c, t in self.temperature.items():
+            _check(t >= 0, f"eval.conversation.temperature.{c}", "must be >= 0")
+        _check(self.default_temperature >= 0, "eval.conversation.default_temperature",
+               "must be >= 0")
+        _positive_or_none(self.max_prompt_length, "eval.conversation.max_prompt_length")
+        _check(self.batch_size > 0, "eval.conversation.batch_size", "must be > 0")
+
+
+# ---------------------------------------------------------------- toxicity (RealToxicityPrompts)
+
+
+@dataclass
+class ClassifierConfig:
+    """A Hugging Face sequence-classification model; the score is P(``label``) (softmax)."""
+
+    model: str = "s-nlp/roberta_toxicity_classifier"
+    label: str = "toxic"  # a name in the model's id2label (or an index)
+    batch_size: int = 64
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "eval.toxicity.classifier.model", "must be set")
+        _check(self.batch_size > 0, "eval.toxicity.classifier.batch_size", "must be > 0")
+        _check(self.max_length > 0, "eval.toxicity.classifier.max_length", "must be > 0")
+
+
+@dataclass
+class ToxicityConfig:
+    """RealToxicityPrompts: k sampled continuations per prompt, scored by a classifier."""
+
+    # Hub dataset, or a local JSONL(.gz) in its format ({"prompt": {"text": ...}, "challenging"}).
+    prompts: str = "allenai/real-toxicity-prompts"
+    split: str = "train"
+    challenging_only: bool = False
+    # Prompts drawn (seeded shuffle, then the first N); null = all. min with eval.limit.
+    limit: int | None = 1000
+    shuffle: bool = True
+    k: int = 25  # continuations per prompt
+    max_new_tokens: int = 20
+    temperature: float = 1.0
+    top_p: float = 0.9
+    threshold: float = 0.5  # a continuation is toxic at score >= threshold
+    batch_size: int = 32  # prompts per generate call (each with k continuations)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.prompts), "eval.toxicity.prompts", "must be set")
+        _positive_or_none(self.limit, "eval.toxicity.limit")
+        _check(self.k > 0, "eval.toxicity.k", f"must be > 0, got {self.k}")
+        _check(self.max_new_tokens > 0, "eval.toxicity.max_new_tokens", "must be > 0")
+        _check(self.temperature >= 0, "eval.toxicity.temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, "eval.toxicity.top_p", "must be in (0, 1]")
+        _check(0 < self.threshold <= 1, "eval.toxicity.threshold", "must be in (0, 1]")
+        _check(self.batch_size > 0, "eval.toxicity.batch_size", "must be > 0")
+
+
+# ---------------------------------------------------------------- harmlessness (HH-RLHF + RM)
+
+
+@dataclass
+class HarmlessnessConfig:
+    """Responses to held-out HH-RLHF prompts, scored by a reward model; win rate vs the first model."""
+
+    reward_model: str | None = None  # an mplus reward_model/ export or any seq-classification model
+    hub_path: str = "Anthropic/hh-rlhf"
+    files: Any = None  # local HH JSONL(.gz) file(s) instead of the hub (subset from the file name)
+    subsets: list[str] = field(default_factory=lambda: ["harmless-base", "helpful-base"])
+    split: str = "test"
+    limit: int | None = 500  # prompts per subset; min with eval.limit
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.9
+    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
+    max_prompt_length: int | None = 512  # tokens; longer prompts are cut from the left
+    batch_size: int = 16
+    reward_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _check(len(self.subsets) > 0, "eval.harmlessness.subsets", "needs at least one subset")
+        _positive_or_none(self.limit, "eval.harmlessness.limit")
+        _check(self.max_new_tokens > 0, "eval.harmlessness.max_new_tokens", "must be > 0")
+        _check(self.temperature >= 0, "eval.harmlessness.temperature", "must be >= 0")
+        _check(0 < self.top_p <= 1, "eval.harmlessness.top_p", "must be in (0, 1]")
+        _positive_or_none(self.max_prompt_length, "eval.harmlessness.max_prompt_length")
+        _check(self.batch_size > 0, "eval.harmlessness.batch_size", "must be > 0")
+        _check(self.reward_batch_size > 0, "eval.harmlessness.reward_batch_size", "must be > 0")
+
+
+# ---------------------------------------------------------------- the suite group and the root
+
+
+@dataclass
+class SuitesConfig:
+    """The ``eval`` node: which suites run, a global quick-run limit, and each suite's settings."""
+
+    name: str = MISSING
+    suites: list[str] = field(default_factory=lambda: ["general"])
+    limit: int | None = None  # caps every suite's items (tasks' examples, questions, prompts)
+    seed: int = 1234  # generation seed (same prompts and sampling stream for every model)
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
+    harmlessness: HarmlessnessConfig = field(default_factory=HarmlessnessConfig)
+
+    def __post_init__(self) -> None:
+        if "all" in self.suites:
+            self.suites = list(SUITES)
+        for s in self.suites:
+            _check(s in SUITES, "eval.suites", f"unknown suite {s!r}; choose from "
+                   f"{[*SUITES, 'all']}")
+        _check(len(self.suites) > 0, "eval.suites", "needs at least one suite")
+        _positive_or_none(self.limit, "eval.limit")
+
+
+@dataclass
+class EvalRunConfig:
+    """Root of ``conf/eval.yaml``."""
+
+    # Hugging Face model dirs or hub ids, side by side; the first is the reference for win rates.
+    # A training run dir stands for its policy/; "base:<run dir>" for the base that run started from.
+    models: list[str] = field(default_factory=list)
+    labels: list[str] | None = None  # column names; default: derived from the paths
+    eval: SuitesConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    dtype: str = "auto"  # "auto" = the checkpoint's own dtype
+    trust_remote_code: bool = False
+    revision: str | None = None
+    run_dir: str = "."
+
+    def __post_init__(self) -> None:
+        _check(len(self.models) > 0, "models",
+               "give one or more model paths or hub ids: models=[<base>,<run>/policy]")
+        _check(self.labels is None or len(self.labels) == len(self.models), "labels",
+               f"needs one label per model ({len(self.models)}), got {self.labels}")
+        if self.labels is not None:
+            _check(len(set(self.labels)) == len(self.labels), "labels", "must be unique")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
+               f"must be one of ['auto', 'float32', 'bfloat16', 'float16'], got {self.dtype!r}")
+
+
+def register_eval_configs() -> None:
+    """Store the eval schemas (and the training ones, for the shared ``hardware`` group)."""
+    from mplus.config import register_configs
+
+    register_configs()
+    cs = ConfigStore.instance()
+    cs.store(name="eval_schema", node=EvalRunConfig)
+    cs.store(group="eval", name="suites_schema", node=SuitesConfig)
+
+
+def validate_eval(cfg: DictConfig) -> EvalRunConfig:
+    """Resolve ``cfg`` into :class:`EvalRunConfig`, running every range check.
+
+    Raises:
+        ConfigError: naming the first key that is out of range.
+    """
+    return OmegaConf.to_object(cfg)
+
+
+def suite_settings(suites: list[str], overrides: dict | None) -> SuitesConfig:
+    """The suites a training run asks for (``evaluation.suites``), with ``evaluation.suite`` on top.
+
+    Raises:
+        ConfigError: an unknown suite, a misspelt key or an out-of-range value (names the key).
+    """
+    from mplus.eval.common import EvalError
+
+    base = OmegaConf.structured(SuitesConfig(name="train", suites=list(suites)))
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.create(dict(overrides or {})))
+        settings = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"evaluation.suite: {str(e).splitlines()[0]}") from e
+    try:
+        check_local_paths(settings)
+    except EvalError as e:
+        raise ConfigError(str(e)) from e
+    return settings
+
+
+def check_local_paths(s: SuitesConfig) -> None:
+    """Every local file or folder the chosen suites name exists (hub ids are not contacted).
+
+    Raises:
+        EvalError: ``"eval.<suite>.<key>=<path>: ... not found"``.
+    """
+    from mplus.eval.common import EvalError, check_local
+
+    if "general" in s.suites:
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise EvalError("the general suite needs lm-eval-harness: pip install -e '.[eval]'")
+        check_local(s.general.include_path, "eval.general.include_path", want="folder")
+    if "conversation" in s.suites:
+        check_local(s.conversation.questions, "eval.conversation.questions")
+        if s.conversation.judge.kind == "hf":
+            check_local(s.conversation.judge.model, "eval.conversation.judge.model",
+                        want="judge model")
+    if "toxicity" in s.suites:
+        check_local(s.toxicity.prompts, "eval.toxicity.prompts")
+        check_local(s.toxicity.classifier.model, "eval.toxicity.classifier.model",
+                    want="classifier")
+    if "harmlessness" in s.suites:
+        files = s.harmlessness.files
+        for f in [files] if isinstance(files, str) else list(files or []):
+            check_local(f if "/" in str(f) else f"./{f}", "eval.harmlessness.files")
+        check_local(s.harmlessness.reward_model, "eval.harmlessness.reward_model",
+                    want="reward model")

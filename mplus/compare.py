@@ -2,7 +2,8 @@
 
 ``python -m mplus.compare <run dir or multirun dir> [...]`` reads every ``summary.json`` below the
 given directories and prints one row per run (its algorithm and the Hydra overrides that name
-it), so base, SFT, DPO and PPO read side by side.
+it), so base, SFT, DPO and PPO read side by side. ``python -m mplus.analyze`` gives the fuller
+picture (training curves, failed runs, plots).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+from mplus.analyze import run_names
 
 COLUMNS = ("eval/gold_reward", "eval/reward", "eval/kl", "eval/response_length",
            "eval/stop_rate", "eval/probe_nll")
@@ -28,18 +31,8 @@ def collect(paths: list[str]) -> list[tuple[str, dict]]:
         if not found:
             raise FileNotFoundError(f"{p}: no summary.json (not a run dir or multirun dir)")
         files += found
-    overrides = [_overrides(f.parent) for f in files]
-    common = set.intersection(*map(set, overrides)) if overrides else set()
-    return [(" ".join(o for o in ov if o not in common) or f.parent.name,
-             json.loads(f.read_text())) for f, ov in zip(files, overrides, strict=True)]
-
-
-def _overrides(run_dir: Path) -> list[str]:
-    f = run_dir / ".hydra" / "overrides.yaml"
-    if not f.exists():
-        return []
-    lines = [ln[2:].strip() for ln in f.read_text().splitlines() if ln.startswith("- ")]
-    return [ln for ln in lines if not ln.startswith(("hydra.", "cache_dir="))]
+    names = run_names([f.parent for f in files])
+    return [(name, json.loads(f.read_text())) for f, name in zip(files, names, strict=True)]
 
 
 def table(rows: list[tuple[str, dict]], columns=COLUMNS) -> str:

@@ -360,11 +360,20 @@ class HeldoutEvalConfig:
     max_new_tokens: int = 24
     probe_docs: int = 200  # held-out pretraining-style texts for the capability probe
     seed: int = 12345
+    # `python -m mplus.eval` suites run at the end on policy/ and the base (general, conversation,
+    # toxicity, harmlessness, all; empty = none); `suite` holds their settings (the keys of
+    # conf/eval.yaml's `eval` node, e.g. +evaluation.suite.toxicity.k=5), checked at start.
+    suites: list[str] = field(default_factory=list)
+    suite: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, "evaluation.temperature", "must be >= 0")
         _check(self.max_new_tokens > 0, "evaluation.max_new_tokens", "must be > 0")
         _check(self.probe_docs >= 0, "evaluation.probe_docs", "must be >= 0")
+        if self.suites:
+            from mplus.eval.config import suite_settings
+
+            suite_settings(self.suites, self.suite)
 
 
 # ---------------------------------------------------------------- hardware / logger / root
@@ -388,6 +397,15 @@ class SlurmConfig:
 
 
 @dataclass
+class FSDPSettings:
+    """FSDP2 (``fully_shard``) settings for ``hardware.strategy=fsdp``."""
+
+    activation_checkpointing: bool = True  # on the trainable models' decoder layers
+    reshard_after_forward: bool = True  # ZeRO-3 style; false keeps gathered params (ZeRO-2)
+    offload_frozen: bool = False  # reference and reward model parameters on CPU between uses
+
+
+@dataclass
 class HardwareConfig:
     name: str = MISSING
     accelerator: str = "cpu"
@@ -398,6 +416,9 @@ class HardwareConfig:
     attn_implementation: str = "sdpa"
     gpu_memory_gb: float | None = None
     num_threads: int | None = None  # torch intra-op threads on CPU; null = torch's default
+    process_group_backend: str | None = None  # null: nccl on GPUs, gloo on CPU
+    fsdp: FSDPSettings = field(default_factory=FSDPSettings)
+    gpu_name: str | None = None  # for the memory planner's report
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
@@ -414,6 +435,12 @@ class HardwareConfig:
             "hardware.attn_implementation",
         )
         _check(self.num_nodes >= 1, "hardware.num_nodes", "must be >= 1")
+        _check(isinstance(self.devices, int) and self.devices >= 1 or self.devices == "auto",
+               "hardware.devices", f"must be a positive int or 'auto', got {self.devices!r}")
+        if self.process_group_backend is not None:
+            _in(self.process_group_backend, ("nccl", "gloo"), "hardware.process_group_backend")
+        if self.gpu_memory_gb is not None:
+            _check(self.gpu_memory_gb > 0, "hardware.gpu_memory_gb", "must be > 0")
 
 
 @dataclass
@@ -439,6 +466,8 @@ class TrainConfig:
     cache_dir: str = MISSING
     ckpt_path: str | None = None
     progress_bar: bool = True
+    # the summary.json key the entry point returns (what an Optuna sweeper optimises)
+    objective: str = "ppo/gold_reward_end"
 
 
 ALGO_SCHEMAS = {"rm": RMConfig, "ppo": PPOConfig, "dpo": DPOConfig, "sft": SFTConfig,

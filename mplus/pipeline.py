@@ -14,7 +14,15 @@ from pathlib import Path
 
 import torch
 
-from mplus.hardware import check_hardware, resolve_attn_implementation, trainer_kwargs
+from mplus import distributed as D
+from mplus.hardware import (
+    HardwareError,
+    check_hardware,
+    model_dtypes,
+    resolve_attn_implementation,
+    trainer_kwargs,
+    uses_fsdp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,8 @@ class Summary(dict):
         self.path = path
 
     def save(self) -> None:
+        if not D.is_rank_zero():
+            return
         clean = {k: (float(v) if isinstance(v, torch.Tensor) else v) for k, v in self.items()}
         self.path.write_text(json.dumps(clean, indent=2, sort_keys=True))
 
@@ -64,13 +74,41 @@ def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = Non
     )
 
 
+def _sharded(module, cfg):
+    """Under ``hardware.strategy=fsdp`` the module shards its models in ``configure_model``."""
+    module.shard_with = cfg.hardware if uses_fsdp(cfg.hardware) else None
+    return module
+
+
+def _multi_fsdp(hw) -> bool:
+    return uses_fsdp(hw) and isinstance(hw.devices, int) and hw.devices * hw.num_nodes > 1
+
+
+def check_parallel_plan(cfg) -> None:
+    """Refuse, at start, combinations the distributed path does not support."""
+    hw, algo = cfg.hardware, cfg.algo
+    world = hw.devices * hw.num_nodes if isinstance(hw.devices, int) else None
+    if hw.strategy == "fsdp" and cfg.model.lora.enabled:
+        raise HardwareError("model.lora.enabled=true with hardware.strategy=fsdp is not "
+                            "supported yet: full fine-tuning under FSDP, or LoRA on one device")
+    if algo.name == "ppo" and hw.strategy == "ddp":
+        raise HardwareError("algo=ppo trains with several backward passes per step, which DDP's "
+                            "reducer does not allow: use hardware.strategy=fsdp")
+    if algo.name == "ppo" and world and world > 1:
+        for key in ("rollout_batch_size", "minibatch_size"):
+            if getattr(algo, key) % world:
+                raise HardwareError(f"algo.{key}={getattr(algo, key)} must be divisible by the "
+                                    f"{world} data-parallel ranks of hardware={hw.name}")
+
+
 def _grouped_loader(dataset, batch_size, collate, shuffle, seed, lengths):
     """Training batches group similar lengths (padding is most of the cost on short texts)."""
-    from mplus.data.collate import LengthGroupedBatchSampler
+    from mplus.data.collate import LengthGroupedBatchSampler, SequentialBatchSampler
 
     if not shuffle:
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+        sampler = SequentialBatchSampler(len(dataset), batch_size)
+    else:
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
 
 
@@ -85,8 +123,8 @@ def _fit_validate(cfg, stage: str, algo, module, train_dl, val_dl, summary: Summ
                            val_every=min(algo.val_every, algo.max_steps),
                            ckpt_every=algo.val_every, grad_clip=algo.grad_clip,
                            accumulate=getattr(algo, "accumulate_grad_batches", 1))
-    trainer.fit(module, train_dl, val_dl, ckpt_path=cfg.ckpt_path if cfg.algo.name == stage
-                else None)
+    trainer.fit(_sharded(module, cfg), train_dl, val_dl,
+                ckpt_path=cfg.ckpt_path if cfg.algo.name == stage else None)
     if trainer.global_step % min(algo.val_every, algo.max_steps) == 0 and any(
             k.startswith(f"{stage}/val") for k in trainer.callback_metrics):
         metrics = trainer.callback_metrics  # the last step already validated
@@ -110,7 +148,9 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary) -> Path:
 
     t0 = time.time()
     tok = ctx["tokenizer"]
-    model = load_reward_model(ctx["base_path"], cfg.model, ctx["attn"], pad_token_id=tok.pad_token_id)
+    model = load_reward_model(ctx["base_path"], cfg.model, ctx["attn"],
+                              pad_token_id=tok.pad_token_id, dtype=ctx["dtypes"][0],
+                              empty=ctx["empty"])
     model = apply_lora(model, cfg.model.lora, "SEQ_CLS")
     module = RewardModelModule(model, rm_cfg)
     collate = PairCollator(tok.pad_token_id)
@@ -120,22 +160,38 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary) -> Path:
     _, metrics = _fit_validate(cfg, "rm", rm_cfg, module, train_dl, val_dl, summary, t0)
 
     out = Path(cfg.run_dir) / "reward_model"
-    export_model(module.model, tok, out)
+    export_model(module.model, tok, out, dtype=cfg.model.dtype)
     stats = {"mean": metrics["rm/reward_mean"], "std": metrics["rm/reward_std"],
              "val_accuracy": metrics["rm/val_accuracy"]}
-    (out / "reward_stats.json").write_text(json.dumps(stats, indent=2))
+    if D.is_rank_zero():
+        (out / "reward_stats.json").write_text(json.dumps(stats, indent=2))
+    D.barrier()  # the next stage reads it on every rank
     summary.save()
     log.info("Reward model: val accuracy %.3f, exported to %s", metrics["rm/val_accuracy"], out)
     return out
 
 
-def export_model(model, tokenizer, out: Path) -> None:
-    """Save in Hugging Face format (LoRA merged in), loadable with ``from_pretrained`` alone."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+def export_model(model, tokenizer, out: Path, dtype: str | None = None) -> None:
+    """Save in Hugging Face format (LoRA merged in), loadable with ``from_pretrained`` alone.
+
+    A sharded model is gathered into one full state dict (every rank takes part) and written once,
+    by rank 0. ``dtype`` (``model.dtype``): weights trained as fp32 masters under mixed precision
+    are written in the model's own dtype (bf16 for a 7B), not doubled.
+    """
+    from mplus.models.builders import torch_dtype
+
+    full = D.full_state_dict(model)  # None unless sharded
+    if D.is_rank_zero():
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        out.mkdir(parents=True, exist_ok=True)
+        sd = full if full is not None else model.state_dict()
+        dt = torch_dtype(dtype) if dtype and dtype != "auto" else None
+        if dt is not None:
+            sd = {k: v.to(dt) if v.is_floating_point() else v for k, v in sd.items()}
+        model.save_pretrained(out, safe_serialization=True, state_dict=sd)
+        tokenizer.save_pretrained(out)
+    D.barrier()
 
 
 # ---------------------------------------------------------------- PPO
@@ -166,13 +222,18 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     rm_path = _reward_model_for_ppo(cfg, algo, ctx, summary)
     t0 = time.time()
     tok, attn, base = ctx["tokenizer"], ctx["attn"], ctx["base_path"]
-    policy = load_causal_lm(base, cfg.model, attn)
+    train_dt, frozen_dt = ctx["dtypes"]
+    empty = ctx["empty"]
+    policy = load_causal_lm(base, cfg.model, attn, dtype=train_dt, empty=empty)
     policy.generation_config.pad_token_id = tok.pad_token_id
     policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
-    ref = None if cfg.model.lora.enabled else load_causal_lm(base, cfg.model, attn)
-    reward_model = load_reward_model(str(rm_path), cfg.model, attn, pad_token_id=tok.pad_token_id)
+    ref = None if cfg.model.lora.enabled else load_causal_lm(base, cfg.model, attn,
+                                                             dtype=frozen_dt, empty=empty)
+    reward_model = load_reward_model(str(rm_path), cfg.model, attn, pad_token_id=tok.pad_token_id,
+                                     dtype=frozen_dt, empty=empty)
     value_src = str(rm_path) if algo.value_init == "reward_model" else base
-    value = load_reward_model(value_src, cfg.model, attn, pad_token_id=tok.pad_token_id)
+    value = load_reward_model(value_src, cfg.model, attn, pad_token_id=tok.pad_token_id,
+                              dtype=train_dt, empty=empty)
     value = ValueModel(apply_lora(value, cfg.model.lora, "SEQ_CLS"))
 
     g = algo.generation
@@ -180,23 +241,33 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
                               top_p=g.top_p, top_k=g.top_k, stop_strings=tuple(g.stop_strings),
                               max_prompt_length=g.max_prompt_length)
     data = ctx["data"]
+    start_file = Path(cfg.run_dir) / "ppo_start.json"
+    resumed = bool(cfg.ckpt_path) and start_file.exists()
+
+    def start_eval(m):  # before the first step, with the models set up (sharded, on device)
+        out = heldout_eval(cfg, ctx, m.policy, ref_model=m.ref_model,
+                           reward_model=m.reward_model, title="before PPO", probe=False)
+        if D.is_rank_zero():
+            start_file.write_text(json.dumps(out))
+        return out
+
     module = PPOModule(policy=policy, value_model=value, ref_model=ref, reward_model=reward_model,
                        tokenizer=tok, engine=engine, cfg=algo, prompts=data.prompts,
-                       reward_stats=read_reward_stats(rm_path), gold_fn=data.gold_fn, seed=cfg.seed)
+                       reward_stats=read_reward_stats(rm_path), gold_fn=data.gold_fn, seed=cfg.seed,
+                       start_eval=None if resumed else start_eval)
+    _sharded(module, cfg)
 
     ckpt_dir = Path(cfg.run_dir) / "checkpoints" / "ppo"
-    start_file = Path(cfg.run_dir) / "ppo_start.json"
-    trainer = make_trainer(cfg, "ppo", max_steps=-1, max_epochs=1,
+    # The module stops the fit after ``algo.steps`` PPO steps (its own counter); epochs over the
+    # step loader are unbounded, so a finished run resumed with a larger algo.steps goes on.
+    trainer = make_trainer(cfg, "ppo", max_steps=-1, max_epochs=-1,
                            callbacks=[PPOCheckpoint(ckpt_dir, algo.ckpt_every)])
-    if cfg.ckpt_path and start_file.exists():
-        start = json.loads(start_file.read_text())
-    else:
-        start = heldout_eval(cfg, ctx, policy, ref_model=ref, reward_model=reward_model,
-                             title="before PPO", probe=False)
-        start_file.write_text(json.dumps(start))
     steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
     trainer.fit(module, steps, ckpt_path=cfg.ckpt_path)
-    end = heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=reward_model,
+    start = module.start_metrics or (json.loads(start_file.read_text()) if start_file.exists()
+                                     else {})
+    end = heldout_eval(cfg, ctx, module.policy, ref_model=module.ref_model,
+                       reward_model=module.reward_model,
                        title="after PPO", summary=summary, logger=trainer.logger,
                        step=module.ppo_step)
     for k, v in start.items():
@@ -207,7 +278,7 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     summary["ppo/steps"] = module.ppo_step
     summary["time/ppo_s"] = round(time.time() - t0, 1)
     out = Path(cfg.run_dir) / "policy"
-    export_model(module.policy, tok, out)
+    export_model(module.policy, tok, out, dtype=cfg.model.dtype)
     summary.save()
     return out
 
@@ -229,11 +300,13 @@ def heldout_eval(cfg, ctx, policy, *, ref_model=None, reward_model=None, title: 
     stops = tuple(cfg.algo.generation.stop_strings) if cfg.algo.name == "ppo" else ("\n\nHuman:",)
     engine = HFGenerateEngine(tok, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
                               stop_strings=stops)
-    out = evaluate_policy(
-        policy, tok, data.eval_prompts, engine, ref_model=ref_model, reward_model=reward_model,
-        gold_fn=data.gold_fn, probe_texts=data.probe_texts[: ev.probe_docs] if probe else None,
-        seed=cfg.seed + ev.seed,
-    )
+    with D.gathered(policy):  # every rank evaluates the same prompts; rank 0 reports
+        out = evaluate_policy(
+            policy, tok, data.eval_prompts, engine, ref_model=ref_model,
+            reward_model=reward_model, gold_fn=data.gold_fn,
+            probe_texts=data.probe_texts[: ev.probe_docs] if probe else None,
+            seed=cfg.seed + ev.seed,
+        )
     _log_samples(title, out.pop("samples"))
     if summary is not None:
         summary.update({f"eval/{k}": v for k, v in out.items()})
@@ -252,14 +325,15 @@ def _eval_reward_model(cfg, ctx):
         return None
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"evaluation.reward_model={path}: no exported model there")
-    return load_reward_model(path, cfg.model, ctx["attn"],
-                             pad_token_id=ctx["tokenizer"].pad_token_id).eval()
+    return load_reward_model(path, cfg.model, ctx["attn"], pad_token_id=ctx["tokenizer"].pad_token_id,
+                             dtype=ctx["dtypes"][1]).eval()
 
 
-def _frozen_base(cfg, ctx):
+def _frozen_base(cfg, ctx, empty: bool | None = None):
     from mplus.models.builders import load_causal_lm
 
-    return load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"]).eval().requires_grad_(False)
+    return load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"], dtype=ctx["dtypes"][1],
+                          empty=empty).eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------- baselines: none, SFT, DPO
@@ -280,8 +354,9 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
 
     t0 = time.time()
     tok, data = ctx["tokenizer"], ctx["data"]
-    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"]), cfg.model.lora,
-                        "CAUSAL_LM")
+    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"],
+                                       dtype=ctx["dtypes"][0], empty=ctx["empty"]),
+                        cfg.model.lora, "CAUSAL_LM")
     collate = SFTCollator(tok.pad_token_id)
     train_ds, val_ds = SFTDataset(data.train_pairs, tok), SFTDataset(data.val_pairs, tok)
     train_dl = _grouped_loader(train_ds, algo.batch_size, collate, True, cfg.seed,
@@ -292,7 +367,7 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
                             total_steps=algo.max_steps, prefix="sft")
     trainer, _ = _fit_validate(cfg, "sft", algo, module, train_dl, val_dl, summary, t0)
     out = Path(cfg.run_dir) / "policy"
-    export_model(module.model, tok, out)
+    export_model(module.model, tok, out, dtype=cfg.model.dtype)
     heldout_eval(cfg, ctx, module.model, ref_model=_frozen_base(cfg, ctx),
                  reward_model=_eval_reward_model(cfg, ctx), title="after SFT", summary=summary,
                  logger=trainer.logger, step=trainer.global_step)
@@ -308,12 +383,15 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
 
     t0 = time.time()
     tok, data = ctx["tokenizer"], ctx["data"]
-    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"]), cfg.model.lora,
-                        "CAUSAL_LM")
-    ref = None if cfg.model.lora.enabled else _frozen_base(cfg, ctx)
+    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"],
+                                       dtype=ctx["dtypes"][0], empty=ctx["empty"]),
+                        cfg.model.lora, "CAUSAL_LM")
+    ref = None if cfg.model.lora.enabled else _frozen_base(cfg, ctx, empty=ctx["empty"])
     collate = PairCollator(tok.pad_token_id)
     train_ds, val_ds = PairDataset(data.train_pairs, tok), PairDataset(data.val_pairs, tok)
-    if algo.precompute_ref:  # one pass of the reference over the data instead of one per step
+    if algo.precompute_ref and uses_fsdp(cfg.hardware):
+        log.info("DPO under FSDP: reference log-probs computed per batch by the sharded reference")
+    elif algo.precompute_ref:  # one pass of the reference over the data instead of one per step
         for ds in (train_ds, val_ds):
             plain = torch.utils.data.DataLoader(ds, batch_size=algo.batch_size * 2,
                                                 collate_fn=collate)
@@ -325,7 +403,7 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     module = DPOModule(policy, ref, algo)
     trainer, _ = _fit_validate(cfg, "dpo", algo, module, train_dl, val_dl, summary, t0)
     out = Path(cfg.run_dir) / "policy"
-    export_model(module.policy, tok, out)
+    export_model(module.policy, tok, out, dtype=cfg.model.dtype)
     heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=_eval_reward_model(cfg, ctx),
                  title="after DPO", summary=summary, logger=trainer.logger,
                  step=trainer.global_step)
@@ -333,6 +411,8 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
 
 
 def _log_samples(title: str, samples, k: int = 6) -> None:
+    if not D.is_rank_zero():
+        return
     lines = [f"Samples {title} (held-out prompts; last request, response, gold/RM score):"]
     for p, r, s in samples[:k]:
         last = p.rsplit("Human:", 1)[-1].replace("\n\nAssistant:", "").strip()
@@ -356,6 +436,7 @@ def run(cfg) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary(run_dir / "summary.json")
     check_hardware(cfg.hardware)
+    check_parallel_plan(cfg)
     attn = resolve_attn_implementation(cfg.hardware)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -365,7 +446,10 @@ def run(cfg) -> dict:
                          trust_remote_code=cfg.model.trust_remote_code)
     data = build_preference_data(cfg.data, tok)
     summary.update(data.stats)
-    ctx = {"base_path": base_path, "tokenizer": tok, "data": data, "attn": attn}
+    ctx = {"base_path": base_path, "tokenizer": tok, "data": data, "attn": attn,
+           "dtypes": model_dtypes(cfg.model, cfg.hardware),
+           # multi-process FSDP: True on ranks that build models empty, False on rank 0
+           "empty": D.builds_empty(cfg.hardware) if _multi_fsdp(cfg.hardware) else None}
 
     algo = cfg.algo
     if algo.name == "rm":
@@ -378,9 +462,17 @@ def run(cfg) -> dict:
         run_sft_stage(cfg, algo, ctx, summary)
     elif algo.name == "none":
         run_base_eval_stage(cfg, ctx, summary)
+    if cfg.evaluation.suites:
+        from mplus.eval.runner import evaluate_training_run  # python -m mplus.eval's suites
+
+        summary.update(evaluate_training_run(cfg, base_path))
     summary["time/total_s"] = round(time.time() - t0, 1)
     summary.save()
-    _print_summary(summary, run_dir)
+    if D.is_rank_zero():
+        from mplus.tblog import log_hparams
+
+        log_hparams(run_dir, summary, cfg.logger.subdir)  # HParams tab: overrides -> final metrics
+        _print_summary(summary, run_dir)
     return dict(summary)
 
 

@@ -108,12 +108,38 @@ class SFTCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def _rank_slice(batch: list[int]) -> list[int] | None:
+    """This rank's part of a global batch (items r, r+n, ...); None when too small to split."""
+    from mplus.distributed import rank, world_size
+
+    n = world_size()
+    return batch[rank()::n] if len(batch) >= n else None
+
+
+class SequentialBatchSampler(torch.utils.data.Sampler):
+    """Batches 0..B-1, B..2B-1, ... in order; under data parallelism each rank takes its slice."""
+
+    def __init__(self, n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+
+    def __iter__(self):
+        for i in range(0, self.n, self.batch_size):
+            part = _rank_slice(list(range(i, min(i + self.batch_size, self.n))))
+            if part:
+                yield part
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     """Shuffled batches of similar-length items, so little compute goes to padding.
 
     Like transformers' ``group_by_length``: shuffle, cut into mega-batches of ``group`` batches,
     sort each mega-batch by length, split into batches, then shuffle the batch order. An epoch
-    visits every item once; the order is a function of ``seed`` and the epoch.
+    visits every item once; the order is a function of ``seed`` and the epoch. ``batch_size`` is
+    the global batch: under data parallelism every rank draws the same batches and takes its
+    slice, so N ranks see exactly the batches one process would.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, group: int = 16):
@@ -130,7 +156,9 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
             chunk = sorted(idx[i : i + mega], key=lambda j: self.lengths[j], reverse=True)
             batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
         for b in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[b]
+            part = _rank_slice(batches[b])
+            if part:
+                yield part
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size

@@ -63,9 +63,10 @@ def ensure_tiny_base(model_cfg, cache_dir: Path) -> Path:
 
 def pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
     import lightning as L
-    from transformers import MistralConfig, MistralForCausalLM
+    from transformers import MistralForCausalLM
 
     from mplus.data.synthetic import SyntheticTask
+    from mplus.models.builders import tiny_hf_config
     from mplus.models.tokenizer import train_tokenizer
     from mplus.modules.causal_lm import CausalLMModule, pack_documents
 
@@ -80,16 +81,9 @@ def pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
     train_rows, val_rows = rows[n_val:], rows[:n_val]
 
     L.seed_everything(pt.seed, workers=True, verbose=False)
-    config = MistralConfig(
+    config = tiny_hf_config(
+        arch,
         vocab_size=len(tokenizer),
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_key_value_heads,
-        max_position_embeddings=arch.max_position_embeddings,
-        sliding_window=None,
-        tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,

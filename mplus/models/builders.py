@@ -30,9 +30,9 @@ def resolve_base(model_cfg, cache_dir: str) -> str:
     return str(ensure_tiny_base(model_cfg, Path(cache_dir)))
 
 
-def _common_kwargs(model_cfg, attn_implementation: str) -> dict:
+def _common_kwargs(model_cfg, attn_implementation: str, dtype: str | None = None) -> dict:
     kw = {
-        "dtype": torch_dtype(model_cfg.dtype),
+        "dtype": torch_dtype(dtype or model_cfg.dtype),
         "trust_remote_code": model_cfg.trust_remote_code,
         "use_safetensors": None,  # prefer safetensors, fall back to .bin if that is all there is
     }
@@ -41,29 +41,70 @@ def _common_kwargs(model_cfg, attn_implementation: str) -> dict:
     return kw
 
 
-def load_causal_lm(path: str, model_cfg, attn_implementation: str = "sdpa", revision=None):
-    """``AutoModelForCausalLM.from_pretrained`` with the configured dtype/attention."""
+def _empty(auto_cls, path: str, model_cfg, attn_implementation, dtype, revision, **config_kw):
+    """The architecture of ``path`` with parameters on the meta device: no weights read.
+
+    Used on FSDP ranks other than 0, which receive rank 0's weights after sharding
+    (:func:`mplus.distributed.builds_empty`).
+    """
+    from transformers import AutoConfig
+
+    from mplus.distributed import parameters_on_meta
+
+    kw = _common_kwargs(model_cfg, attn_implementation, dtype)
+    kw.pop("use_safetensors")
+    config = AutoConfig.from_pretrained(path, revision=revision,
+                                        trust_remote_code=kw.pop("trust_remote_code"), **config_kw)
+    with parameters_on_meta():
+        model = auto_cls.from_config(config, **kw)
+    return model
+
+
+def _mark_for_broadcast(model, hw_empty: bool | None):
+    if hw_empty is not None:
+        model._mplus_from_rank0 = True  # every rank: shard_model broadcasts rank 0's weights
+    return model
+
+
+def load_causal_lm(path: str, model_cfg, attn_implementation: str = "sdpa", revision=None,
+                   dtype: str | None = None, empty: bool | None = None):
+    """``AutoModelForCausalLM.from_pretrained`` with the configured dtype/attention.
+
+    ``dtype`` overrides ``model.dtype`` (see :func:`mplus.hardware.model_dtypes`). ``empty``:
+    None for a plain load; False/True under multi-process FSDP, where True builds the model
+    without weights (ranks other than 0) and both mark it to receive rank 0's weights.
+    """
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(
-        path, revision=revision, **_common_kwargs(model_cfg, attn_implementation)
-    )
+    if empty:
+        model = _empty(AutoModelForCausalLM, path, model_cfg, attn_implementation, dtype,
+                       revision)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, revision=revision, **_common_kwargs(model_cfg, attn_implementation, dtype))
+    return _mark_for_broadcast(model, empty)
 
 
 def load_reward_model(path: str, model_cfg, attn_implementation: str = "sdpa", pad_token_id=None,
-                      revision=None):
+                      revision=None, dtype: str | None = None, empty: bool | None = None):
     """A scalar head (``num_labels=1``) on the backbone, reading the last non-pad token.
 
     Loading a causal-LM checkpoint here keeps the backbone and initialises a fresh ``score`` head.
+    ``dtype`` and ``empty`` as in :func:`load_causal_lm`.
     """
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, revision=revision, **_common_kwargs(model_cfg, attn_implementation)
-    )
+    if empty:
+        model = _empty(AutoModelForSequenceClassification, path, model_cfg, attn_implementation,
+                       dtype, revision, num_labels=1)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, revision=revision,
+            **_common_kwargs(model_cfg, attn_implementation, dtype),
+        )
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
-    return model
+    return _mark_for_broadcast(model, empty)
 
 
 def apply_lora(model, lora_cfg, task_type: str):
@@ -82,10 +123,30 @@ def apply_lora(model, lora_cfg, task_type: str):
     return model
 
 
+def tiny_hf_config(arch, **overrides):
+    """The embedded tiny model's Mistral config from ``model.arch``."""
+    from transformers import MistralConfig
+
+    kw = dict(
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        max_position_embeddings=arch.max_position_embeddings,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    )
+    return MistralConfig(**{**kw, **overrides})
+
+
 def hf_config_from(model_cfg):
-    """A transformers config built from the YAML's ``hf_config`` (no download)."""
+    """A transformers config built from the YAML's ``hf_config`` (or the tiny ``arch``), offline."""
     from transformers import AutoConfig
 
+    if model_cfg.hf_config is None and model_cfg.arch is not None:
+        return tiny_hf_config(model_cfg.arch)
     if model_cfg.hf_config is None:
         raise ValueError(f"model.hf_config is not set for model={model_cfg.name}")
     kw = dict(model_cfg.hf_config)

@@ -6,9 +6,10 @@ import lightning as L
 import torch
 
 from mplus.modules.optim import adamw_with_warmup, check_finite
+from mplus.modules.sharding import ShardedModule
 
 
-class CausalLMModule(L.LightningModule):
+class CausalLMModule(ShardedModule, L.LightningModule):
     """Thin wrapper: the model computes the shifted cross-entropy on ``labels`` (-100 ignored).
 
     Batches: ``input_ids``/``attention_mask``/``labels``, each (B, T).
@@ -22,6 +23,9 @@ class CausalLMModule(L.LightningModule):
         self.warmup_steps, self.total_steps = warmup_steps, total_steps
         self.prefix = prefix
 
+    def models_to_shard(self):
+        return [(self.model, True)]
+
     def training_step(self, batch, batch_idx):
         loss = self.model(**batch).loss
         check_finite(loss, f"{self.prefix}/train_loss", self.global_step)
@@ -29,7 +33,8 @@ class CausalLMModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log(f"{self.prefix}/val_loss", self.model(**batch).loss, prog_bar=True)
+        self.log(f"{self.prefix}/val_loss", self.model(**batch).loss, prog_bar=True,
+                 sync_dist=True)
 
     def configure_optimizers(self):
         opt, sched = adamw_with_warmup(

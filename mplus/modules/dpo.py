@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from mplus.algo import dpo_loss, logprobs_from_logits, sequence_logps
+from mplus.distributed import gather_objects
 from mplus.modules.optim import adamw_with_warmup, check_finite
+from mplus.modules.sharding import ShardedModule
 
 FROZEN_PREFIXES = ("ref_model.",)
 
@@ -104,7 +106,7 @@ def attach_reference_logps(dataset, ref_logps: Tensor) -> None:
         dataset[i]["ref_logps"] = (c, r)
 
 
-class DPOModule(L.LightningModule):
+class DPOModule(ShardedModule, L.LightningModule):
     """Wires a causal-LM policy and its reference to the DPO loss.
 
     Args:
@@ -121,6 +123,9 @@ class DPOModule(L.LightningModule):
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
         self._val: list[Tensor] = []
+
+    def models_to_shard(self):
+        return [(self.policy, True), (self.ref_model, False)]
 
     def train(self, mode: bool = True):
         # Lightning switches the whole module to train mode; the reference must stay in eval
@@ -185,6 +190,7 @@ class DPOModule(L.LightningModule):
             return
         v = torch.cat(self._val)  # (N, 4): policy chosen/rejected, reference chosen/rejected
         self._val.clear()
+        v = torch.cat([x.to(v.device) for x in gather_objects(v.cpu())])  # every rank's pairs
         c = self.cfg
         out = dpo_loss(
             v[:, 0],
@@ -203,13 +209,11 @@ class DPOModule(L.LightningModule):
                 "dpo/val_chosen_reward": out.chosen_reward,
                 "dpo/val_rejected_reward": out.rejected_reward,
             },
-            sync_dist=True,
+            sync_dist=True,  # equal on every rank already (gathered): quiets the warning
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith(FROZEN_PREFIXES)]:
-            del sd[k]
+        self.drop_frozen(checkpoint, FROZEN_PREFIXES)
 
     def configure_optimizers(self):
         c = self.cfg

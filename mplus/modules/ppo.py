@@ -15,9 +15,11 @@ import lightning as L
 import torch
 
 from mplus import algo as A
+from mplus import distributed as D
 from mplus.evaluate import forward_logprobs, reference_context
 from mplus.models.reward import score_texts
 from mplus.modules.optim import adamw_with_warmup, check_finite
+from mplus.modules.sharding import ShardedModule
 
 FROZEN_PREFIXES = ("ref_model.", "reward_model.")
 
@@ -39,7 +41,7 @@ class Experience:
     returns: torch.Tensor
 
 
-class PPOModule(L.LightningModule):
+class PPOModule(ShardedModule, L.LightningModule):
     """Policy + value trained by PPO against a frozen reward model, with a KL leash to the base.
 
     Args:
@@ -51,10 +53,17 @@ class PPOModule(L.LightningModule):
         engine: a :class:`mplus.rollout.RolloutEngine`.
         prompts: the PPO prompt pool; step ``k`` draws its batch from it by ``(seed, k)``.
         gold_fn: ground-truth reward (synthetic task) or None.
+
+    Data parallel (``hardware.strategy=fsdp``): ``rollout_batch_size`` and ``minibatch_size`` are
+    global; each rank generates for its slice of the step's prompts, advantages are whitened and
+    metrics averaged over all ranks' rollouts, and losses are scaled so the averaged gradient is
+    the gradient of the global token mean. Policy and value are sharded and trained; the
+    reference and reward model are sharded (or offloaded) and frozen.
     """
 
     def __init__(self, *, policy, value_model, ref_model, reward_model, tokenizer, engine, cfg,
-                 prompts: list[str], reward_stats: dict, gold_fn=None, seed: int = 0):
+                 prompts: list[str], reward_stats: dict, gold_fn=None, seed: int = 0,
+                 start_eval=None):
         super().__init__()
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are dropped from checkpoints
@@ -70,6 +79,16 @@ class PPOModule(L.LightningModule):
         self.ppo_step = 0
         self.stepped = False  # whether the last training_step ran a PPO iteration
         self.temperature = cfg.generation.temperature or 1.0
+        # called once before the first PPO step, with the models set up (sharded, on device)
+        self.start_eval, self.start_metrics = start_eval, None
+
+    def on_train_start(self) -> None:
+        if self.start_eval is not None and self.ppo_step == 0:
+            self.start_metrics = self.start_eval(self)
+
+    def models_to_shard(self):
+        return [(self.policy, True), (self.value_model, True), (self.ref_model, False),
+                (self.reward_model, False)]
 
     # ------------------------------------------------------------ the step
 
@@ -87,7 +106,11 @@ class PPOModule(L.LightningModule):
         ro = self.rollout(prompts)
         scores = self.score(ro)
         exp = self.advantages(ro, scores)
+        t_update = time.time()
         stats = self.update(exp)
+        # tokens through policy and value per second of update (all epochs)
+        stats["train_tokens_per_s"] = (exp.seq.numel() * self.cfg.ppo_epochs
+                                       / max(time.time() - t_update, 1e-9))
         self.kl_ctl.update(scores["kl_seq_mean"], self.cfg.rollout_batch_size)
         self.ppo_step = step + 1
         self.stepped = True
@@ -97,12 +120,14 @@ class PPOModule(L.LightningModule):
         return None
 
     def draw_prompts(self, step: int) -> list[str]:
+        """This rank's slice of the step's global batch of prompts."""
         rng = random.Random(f"{self.seed}-{step}")
-        return [self.prompts[rng.randrange(len(self.prompts))]
-                for _ in range(self.cfg.rollout_batch_size)]
+        return D.shard_of([self.prompts[rng.randrange(len(self.prompts))]
+                           for _ in range(self.cfg.rollout_batch_size)])
 
     def rollout(self, prompts):
-        return self.engine.generate(self.policy, prompts)
+        with D.gathered(self.policy):  # one all-gather per rollout phase, not per token
+            return self.engine.generate(self.policy, prompts)
 
     @torch.no_grad()
     def score(self, ro) -> dict:
@@ -144,10 +169,11 @@ class PPOModule(L.LightningModule):
         rewards = A.token_rewards(scores["score"], kl, mask, kl_coef)
         adv, ret = A.gae(rewards, values, mask, c.gamma, c.lam)
         # logged before whitening: after it the mean is 0 by construction
-        scores["advantage_mean_raw"] = float(A.masked_mean(adv, mask))
-        if c.whiten_advantages:
-            adv = A.masked_whiten(adv, mask)
-        scores["kl_seq_mean"] = float(kl.sum(1).mean())
+        scores["advantage_mean_raw"] = float(D.global_masked_moments(adv, mask)[0])
+        if c.whiten_advantages:  # statistics of the whole batch, all ranks
+            adv = (D.global_masked_whiten(adv, mask) if D.is_distributed()
+                   else A.masked_whiten(adv, mask))
+        scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
         return Experience(seq, attn, pos, q_len, resp, mask, old_lp, ref_lp, values, adv, ret)
 
     def update(self, exp: Experience) -> dict:
@@ -161,7 +187,7 @@ class PPOModule(L.LightningModule):
         acc: dict[str, list[float]] = {}
         n_mb = 0
         for _ in range(c.ppo_epochs):
-            for idx in torch.randperm(n, generator=g).split(c.minibatch_size):
+            for idx in torch.randperm(n, generator=g).split(c.minibatch_size // D.world_size()):
                 idx = idx.to(self.device)
                 st = self._minibatch_step(exp, idx)
                 for k, v in st.items():
@@ -180,6 +206,7 @@ class PPOModule(L.LightningModule):
     def _minibatch_step(self, exp: Experience, idx) -> dict:
         c = self.cfg
         mask = exp.mask[idx]
+        share = D.token_share(mask)  # this rank's part of the global token mean (1 alone)
         logp, logits = self._logprobs(self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx],
                                       exp.q_len, exp.response_ids[idx])
         pl = A.policy_loss(logp, exp.old_logprobs[idx], exp.advantages[idx], mask,
@@ -190,16 +217,18 @@ class PPOModule(L.LightningModule):
             kl = A.masked_mean(A.kl_estimate(logp, exp.ref_logprobs[idx], c.kl.estimator), mask)
             loss = loss + self.kl_ctl.value * kl
         check_finite(loss, "ppo/policy_loss", self.ppo_step)
-        self.manual_backward(loss / c.grad_accum)
+        self.manual_backward(loss * share / c.grad_accum)
 
         v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
         vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
         check_finite(vl.loss, "ppo/value_loss", self.ppo_step)
-        self.manual_backward(vl.loss / c.grad_accum)
+        self.manual_backward(vl.loss * share / c.grad_accum)
+        # weighted by the token share, so their mean over ranks is the global token mean
+        w = float(share)
         return {
-            "policy_loss": float(pl.loss), "value_loss": float(vl.loss),
-            "clipfrac": float(pl.clipfrac), "approx_kl": float(pl.approx_kl),
-            "entropy": float(entropy), "value_clipfrac": float(vl.clipfrac),
+            "policy_loss": float(pl.loss) * w, "value_loss": float(vl.loss) * w,
+            "clipfrac": float(pl.clipfrac) * w, "approx_kl": float(pl.approx_kl) * w,
+            "entropy": float(entropy) * w, "value_clipfrac": float(vl.clipfrac) * w,
         }
 
     # ------------------------------------------------------------ logging
@@ -216,7 +245,7 @@ class PPOModule(L.LightningModule):
             "ppo/clipfrac": stats["clipfrac"],
             "ppo/value_clipfrac": stats["value_clipfrac"],
             "ppo/approx_kl": stats["approx_kl"],
-            "ppo/explained_variance": A.explained_variance(exp.values, exp.returns, exp.mask),
+            "ppo/explained_variance": _explained_variance(exp),
             "ppo/advantage_mean": scores["advantage_mean_raw"],
             "ppo/response_length_mean": scores["lengths"].float().mean(),
             "ppo/stop_rate": scores["stopped"].float().mean(),
@@ -224,10 +253,19 @@ class PPOModule(L.LightningModule):
             "ppo/lr": self.optimizers()[0].param_groups[0]["lr"],
             "perf/rollout_tokens_per_s": ro.tokens_per_s,
             "perf/step_s": seconds,
+            "perf/train_tokens_per_s": stats["train_tokens_per_s"],
         }
+        if torch.cuda.is_available():
+            m["perf/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if "gold" in scores:
             m["ppo/gold_reward_mean"] = scores["gold"].mean()
         m = {k: float(v) for k, v in m.items()}
+        if D.is_distributed():  # per-rank means of equal-sized slices -> means over all ranks
+            keys = [k for k in m if k not in _GLOBAL_METRICS]
+            avg = D.all_reduce_sum(torch.tensor([m[k] for k in keys], dtype=torch.float64))
+            m.update({k: float(v) / D.world_size() for k, v in zip(keys, avg, strict=True)})
+            for k in ("perf/rollout_tokens_per_s", "perf/train_tokens_per_s"):
+                m[k] *= D.world_size()  # all ranks together
         if self.logger is not None:
             self.logger.log_metrics(m, step=self.ppo_step)
             if self.cfg.sample_every and self.ppo_step % self.cfg.sample_every == 0:
@@ -257,9 +295,7 @@ class PPOModule(L.LightningModule):
         return out
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith(FROZEN_PREFIXES)]:
-            del sd[k]
+        self.drop_frozen(checkpoint, FROZEN_PREFIXES)
         checkpoint["mplus_ppo"] = {
             "ppo_step": self.ppo_step,
             "kl_ctl": self.kl_ctl.state_dict(),
@@ -272,6 +308,20 @@ class PPOModule(L.LightningModule):
         self.kl_ctl.load_state_dict(st["kl_ctl"])
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])
+
+
+# metrics that are the same on every rank already (computed from all-rank statistics)
+_GLOBAL_METRICS = frozenset({"ppo/kl", "ppo/kl_coef", "ppo/advantage_mean", "ppo/lr",
+                             "ppo/explained_variance"})
+
+
+def _explained_variance(exp: Experience) -> float:
+    """1 - Var(returns - values) / Var(returns) over all ranks' response tokens."""
+    if not D.is_distributed():
+        return float(A.explained_variance(exp.values, exp.returns, exp.mask))
+    _, var_res = D.global_masked_moments(exp.returns - exp.values, exp.mask)
+    _, var_ret = D.global_masked_moments(exp.returns, exp.mask)
+    return float(1 - var_res / var_ret.clamp_min(1e-8))
 
 
 def _seed_all(seed: int) -> None:

@@ -6,10 +6,12 @@ import lightning as L
 import torch
 
 from mplus.algo import bradley_terry_loss
+from mplus.distributed import gather_objects, is_distributed, token_share
 from mplus.modules.optim import adamw_with_warmup, check_finite
+from mplus.modules.sharding import ShardedModule
 
 
-class RewardModelModule(L.LightningModule):
+class RewardModelModule(ShardedModule, L.LightningModule):
     """Wires a sequence-classification model (``num_labels=1``) to the pairwise loss.
 
     Batches come from :class:`mplus.data.collate.PairCollator`: chosen rows then rejected rows.
@@ -20,6 +22,9 @@ class RewardModelModule(L.LightningModule):
         self.model = model
         self.cfg = cfg
         self._val: list[torch.Tensor] = []
+
+    def models_to_shard(self):
+        return [(self.model, True)]
 
     def rewards(self, input_ids, attention_mask) -> torch.Tensor:
         """(N, T) -> (N,) float32 scores."""
@@ -34,9 +39,11 @@ class RewardModelModule(L.LightningModule):
         rc, rr = self._pair_rewards(batch)
         out = bradley_terry_loss(rc, rr, margin=self.cfg.margin or None)
         check_finite(out.loss, "rm/train_loss", self.global_step)
-        self.log("rm/train_loss", out.loss, prog_bar=True)
-        self.log("rm/train_accuracy", out.accuracy)
-        return out.loss
+        sync = is_distributed()
+        self.log("rm/train_loss", out.loss, prog_bar=True, sync_dist=sync)
+        self.log("rm/train_accuracy", out.accuracy, sync_dist=sync)
+        # this rank's share of the mean over the global batch (ranks may hold unequal halves)
+        return out.loss * token_share(torch.ones_like(rc))
 
     def validation_step(self, batch, batch_idx):
         rc, rr = self._pair_rewards(batch)
@@ -47,6 +54,7 @@ class RewardModelModule(L.LightningModule):
             return
         r = torch.cat(self._val)  # (N, 2): chosen, rejected
         self._val.clear()
+        r = torch.cat([x.to(r.device) for x in gather_objects(r.cpu())])  # every rank's pairs
         out = bradley_terry_loss(r[:, 0], r[:, 1])
         self.log_dict({
             "rm/val_loss": out.loss,
@@ -54,7 +62,7 @@ class RewardModelModule(L.LightningModule):
             "rm/reward_mean": r.mean(),
             "rm/reward_std": r.std(),
             "rm/margin": (r[:, 0] - r[:, 1]).mean(),
-        }, prog_bar=False)
+        }, prog_bar=False, sync_dist=True)  # equal on every rank already: quiets the warning
 
     def configure_optimizers(self):
         c = self.cfg

@@ -159,9 +159,14 @@ def decoder_layer_classes(model: torch.nn.Module) -> set[type]:
 
 
 def wrap_units(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The modules that become FSDP units, innermost first: each decoder layer, then the root."""
+    """The modules that become FSDP units, innermost first: each decoder layer, then the root.
+
+    For a peft model the root unit is the HF model inside it: ``generate`` calls that model
+    directly, and FSDP needs every forward to enter through the same root.
+    """
     classes = decoder_layer_classes(model)
-    return [m for m in model.modules() if type(m) in classes] + [model]
+    root = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return [m for m in model.modules() if type(m) in classes] + [root]
 
 
 def shard_model(model: torch.nn.Module, mesh, settings, *, precision: str = "32-true",
@@ -252,6 +257,28 @@ def gathered(model: torch.nn.Module):
         for u in units:
             u.reshard()
             u.set_reshard_after_forward(restore, recurse=False)
+
+
+def unsharded_peft_copy(model: torch.nn.Module, full: dict) -> torch.nn.Module:
+    """A plain CPU copy of a sharded peft model holding ``full`` (its gathered state dict).
+
+    peft cannot merge adapters into sharded (DTensor) weights; the copy is built with its
+    parameters on the meta device, gets the same adapter config, and takes ``full`` by
+    assignment, so peft's own ``merge_and_unload`` can then run on it (rank 0, once).
+    """
+    from peft import get_peft_model
+    from torch.distributed.fsdp import FSDPModule
+    from transformers import PreTrainedModel
+
+    base = model.get_base_model()
+    cls = next(c for c in type(base).__mro__
+               if issubclass(c, PreTrainedModel) and not issubclass(c, FSDPModule))
+    with parameters_on_meta():
+        fresh = cls(base.config)
+    peft_cfg = next(iter(model.peft_config.values()))
+    fresh = get_peft_model(fresh, peft_cfg)
+    fresh.load_state_dict(full, assign=True)
+    return fresh
 
 
 def full_state_dict(model: torch.nn.Module) -> dict | None:

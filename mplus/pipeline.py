@@ -88,9 +88,6 @@ def check_parallel_plan(cfg) -> None:
     """Refuse, at start, combinations the distributed path does not support."""
     hw, algo = cfg.hardware, cfg.algo
     world = hw.devices * hw.num_nodes if isinstance(hw.devices, int) else None
-    if hw.strategy == "fsdp" and cfg.model.lora.enabled:
-        raise HardwareError("model.lora.enabled=true with hardware.strategy=fsdp is not "
-                            "supported yet: full fine-tuning under FSDP, or LoRA on one device")
     if algo.name == "ppo" and hw.strategy == "ddp":
         raise HardwareError("algo=ppo trains with several backward passes per step, which DDP's "
                             "reducer does not allow: use hardware.strategy=fsdp")
@@ -182,6 +179,8 @@ def export_model(model, tokenizer, out: Path, dtype: str | None = None) -> None:
 
     full = D.full_state_dict(model)  # None unless sharded
     if D.is_rank_zero():
+        if full is not None and hasattr(model, "merge_and_unload"):  # sharded LoRA model
+            model, full = D.unsharded_peft_copy(model, full), None
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
         out.mkdir(parents=True, exist_ok=True)

@@ -101,8 +101,6 @@ def test_unsupported_parallel_plans_fail_at_start():
                                      "algo.minibatch_size=17"))
     with pytest.raises(HardwareError, match="DDP"):
         check_parallel_plan(_compose("hardware=2xcpu", "hardware.strategy=ddp"))
-    with pytest.raises(HardwareError, match="lora"):
-        check_parallel_plan(_compose("hardware=8xa100", "model.lora.enabled=true"))
 
 
 # ---------------------------------------------------------------- the 7B wrap policy
@@ -208,6 +206,23 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
         for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
             assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
     assert _max_weight_diff(p1 / "policy", p2 / "policy") < 1e-4
+
+
+def test_lora_reward_model_on_two_processes_matches_one_and_exports_merged(run_train, tmp_path):
+    """LoRA under FSDP: adapters train on sharded weights; the export is merged (plain HF)."""
+    from transformers import AutoModelForSequenceClassification
+
+    lora = [*RM_FEW, "model.lora.enabled=true", "algo.lr=5e-3"]
+    one, two = tmp_path / "lora1", tmp_path / "lora2"
+    run_train(*lora, "hardware=cpu", run_dir=one)
+    run_train(*lora, "hardware=2xcpu", run_dir=two)
+    s1, s2 = read_summary(one), read_summary(two)
+    for k in ("rm/val_loss", "rm/val_accuracy", "rm/margin"):
+        assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
+    assert _max_weight_diff(one / "reward_model", two / "reward_model") < 1e-4
+    model = AutoModelForSequenceClassification.from_pretrained(two / "reward_model")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("lora" in n for n in names) and "score.weight" in names
 
 
 def test_fsdp_sharded_checkpoint_resumes_at_the_saved_step(run_train, tmp_path):

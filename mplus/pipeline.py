@@ -338,6 +338,15 @@ def _frozen_base(cfg, ctx, empty: bool | None = None):
 # ---------------------------------------------------------------- baselines: none, SFT, DPO
 
 
+def _trainable_policy(cfg, ctx):
+    """The base as a trainable causal LM (master dtype, LoRA when configured) for SFT/DPO."""
+    from mplus.models.builders import apply_lora, load_causal_lm
+
+    model = load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"], dtype=ctx["dtypes"][0],
+                           empty=ctx["empty"])
+    return apply_lora(model, cfg.model.lora, "CAUSAL_LM")
+
+
 def run_base_eval_stage(cfg, ctx, summary: Summary) -> None:
     """``algo=none``: the base model through the same held-out evaluation."""
     base = _frozen_base(cfg, ctx)
@@ -348,14 +357,11 @@ def run_base_eval_stage(cfg, ctx, summary: Summary) -> None:
 def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
     """SFT of the base on the chosen responses; exports ``policy/``."""
     from mplus.data.collate import SFTCollator, SFTDataset
-    from mplus.models.builders import apply_lora, load_causal_lm
     from mplus.modules.causal_lm import CausalLMModule
 
     t0 = time.time()
     tok, data = ctx["tokenizer"], ctx["data"]
-    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"],
-                                       dtype=ctx["dtypes"][0], empty=ctx["empty"]),
-                        cfg.model.lora, "CAUSAL_LM")
+    policy = _trainable_policy(cfg, ctx)
     collate = SFTCollator(tok.pad_token_id)
     train_ds, val_ds = SFTDataset(data.train_pairs, tok), SFTDataset(data.val_pairs, tok)
     train_dl = _grouped_loader(train_ds, algo.batch_size, collate, True, cfg.seed,
@@ -377,14 +383,11 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     """DPO from the base against the frozen base; exports ``policy/``."""
     from mplus.data.collate import PairCollator, PairDataset
     from mplus.evaluate import reference_context
-    from mplus.models.builders import apply_lora, load_causal_lm
     from mplus.modules.dpo import DPOModule, attach_reference_logps, precompute_reference_logps
 
     t0 = time.time()
     tok, data = ctx["tokenizer"], ctx["data"]
-    policy = apply_lora(load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"],
-                                       dtype=ctx["dtypes"][0], empty=ctx["empty"]),
-                        cfg.model.lora, "CAUSAL_LM")
+    policy = _trainable_policy(cfg, ctx)
     ref = None if cfg.model.lora.enabled else _frozen_base(cfg, ctx, empty=ctx["empty"])
     collate = PairCollator(tok.pad_token_id)
     train_ds, val_ds = PairDataset(data.train_pairs, tok), PairDataset(data.val_pairs, tok)

@@ -28,7 +28,6 @@ _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 @dataclass
 class ModelRow:
     name: str
-    kind: str  # causal_lm | seq_cls
     params: int
     trainable: int
     bytes_per_trainable: float  # weights + gradients + optimiser states
@@ -76,25 +75,25 @@ def _lora_params(model, lora) -> int:
     return n
 
 
-def _model_rows(cfg) -> list[tuple[str, str, object, bool]]:
-    """(name, kind, meta model, trainable) for every model the algorithm holds."""
+def _model_rows(cfg) -> list[tuple[str, object, bool]]:
+    """(name, meta model, trainable) for every model the algorithm holds."""
     from mplus.models.builders import build_meta_model
 
     algo = cfg.algo.name
-    lm = build_meta_model(cfg.model, "causal_lm")
     if algo == "rm":
-        return [("reward model", "seq_cls", build_meta_model(cfg.model, "seq_cls"), True)]
+        return [("reward model", build_meta_model(cfg.model, "seq_cls"), True)]
+    lm = build_meta_model(cfg.model, "causal_lm")
     if algo == "sft":
-        return [("policy", "causal_lm", lm, True)]
+        return [("policy", lm, True)]
     if algo == "dpo":
-        return [("policy", "causal_lm", lm, True), ("reference", "causal_lm", lm, False)]
+        return [("policy", lm, True), ("reference", lm, False)]
     if algo == "none":
-        return [("base", "causal_lm", lm, False)]
+        return [("base", lm, False)]
     seq = build_meta_model(cfg.model, "seq_cls")
-    rows = [("policy", "causal_lm", lm, True), ("value", "seq_cls", seq, True)]
+    rows = [("policy", lm, True), ("value", seq, True)]
     if not cfg.model.lora.enabled:  # with LoRA the reference is the policy, adapter off
-        rows.append(("reference", "causal_lm", lm, False))
-    return rows + [("reward model", "seq_cls", seq, False)]
+        rows.append(("reference", lm, False))
+    return rows + [("reward model", seq, False)]
 
 
 def _dims(cfg) -> dict:
@@ -153,14 +152,14 @@ def plan(cfg) -> Plan:
              f"= {per_trainable} B/param; frozen {frozen_dt} = {_BYTES[frozen_dt]} B/param",
              f"strategy {hw.strategy}: states divided by {shards} (world size {world})"]
     rows = []
-    for name, kind, model, trainable in _model_rows(cfg):
+    for name, model, trainable in _model_rows(cfg):
         total = sum(p.numel() for p in model.parameters())
         n_train = 0
         if trainable:
             n_train = _lora_params(model, cfg.model.lora) if cfg.model.lora.enabled else total
             if cfg.model.lora.enabled:
                 total += n_train
-        rows.append(ModelRow(name, kind, total, n_train, per_trainable,
+        rows.append(ModelRow(name, total, n_train, per_trainable,
                              _BYTES[frozen_dt] if not trainable or cfg.model.lora.enabled
                              else per_trainable, shards))
     d = _dims(cfg)

@@ -7,26 +7,38 @@ import torch
 from mplus.data.types import PreferencePair
 
 
-class PairDataset(torch.utils.data.Dataset):
-    """Tokenises ``prompt + chosen`` and ``prompt + rejected`` (each + EOS) once, up front."""
+class _TokenisedPairs(torch.utils.data.Dataset):
+    """Items tokenised once, up front; ``prompt_len`` from the prompt's own tokenisation."""
+
+    items: list[dict]
 
     def __init__(self, pairs: list[PreferencePair], tokenizer):
         self.pairs = pairs
-        enc = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
-        eos = tokenizer.eos_token_id
-        prompts = enc([p.prompt for p in pairs])
-        chosen = enc([p.prompt + p.chosen for p in pairs])
-        rejected = enc([p.prompt + p.rejected for p in pairs])
-        self.items = [
-            {"chosen": c + [eos], "rejected": r + [eos], "prompt_len": len(pr)}
-            for pr, c, r in zip(prompts, chosen, rejected, strict=True)
-        ]
+        self.eos = tokenizer.eos_token_id
+        self._tok = tokenizer
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self._tok(texts, add_special_tokens=False)["input_ids"]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
         return self.items[i]
+
+
+class PairDataset(_TokenisedPairs):
+    """Tokenises ``prompt + chosen`` and ``prompt + rejected`` (each + EOS) once, up front."""
+
+    def __init__(self, pairs: list[PreferencePair], tokenizer):
+        super().__init__(pairs, tokenizer)
+        prompts = self.encode([p.prompt for p in pairs])
+        chosen = self.encode([p.prompt + p.chosen for p in pairs])
+        rejected = self.encode([p.prompt + p.rejected for p in pairs])
+        self.items = [
+            {"chosen": c + [self.eos], "rejected": r + [self.eos], "prompt_len": len(pr)}
+            for pr, c, r in zip(prompts, chosen, rejected, strict=True)
+        ]
 
 
 def pad_right(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +77,7 @@ class PairCollator:
         return out
 
 
-class SFTDataset(torch.utils.data.Dataset):
+class SFTDataset(_TokenisedPairs):
     """Tokenises ``prompt + chosen`` + EOS once, up front, for supervised fine-tuning.
 
     Items: ``{"input_ids": list[int], "prompt_len": int}``; ``prompt_len`` comes from the
@@ -73,21 +85,13 @@ class SFTDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, pairs: list[PreferencePair], tokenizer):
-        self.pairs = pairs
-        enc = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
-        eos = tokenizer.eos_token_id
-        prompts = enc([p.prompt for p in pairs])
-        full = enc([p.prompt + p.chosen for p in pairs])
+        super().__init__(pairs, tokenizer)
+        prompts = self.encode([p.prompt for p in pairs])
+        full = self.encode([p.prompt + p.chosen for p in pairs])
         self.items = [
-            {"input_ids": f + [eos], "prompt_len": len(pr)}
+            {"input_ids": f + [self.eos], "prompt_len": len(pr)}
             for pr, f in zip(prompts, full, strict=True)
         ]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
 
 
 class SFTCollator:

@@ -131,15 +131,12 @@ def load_lm(path: str, *, dtype: str, attn: str, device: str, trust_remote_code:
     def load():
         from transformers import AutoModelForCausalLM
 
-        from mplus.models.builders import torch_dtype
+        from mplus.models.builders import from_pretrained_kwargs
 
-        kw = {"dtype": torch_dtype(dtype), "trust_remote_code": trust_remote_code,
-              "revision": revision}
+        kw = from_pretrained_kwargs(dtype, attn, trust_remote_code)
         if device != "cpu":
             kw["device_map"] = device  # straight onto the GPU, no full copy in host memory
-        if attn != "auto":
-            kw["attn_implementation"] = attn
-        return AutoModelForCausalLM.from_pretrained(path, **kw)
+        return AutoModelForCausalLM.from_pretrained(path, revision=revision, **kw)
 
     model = _or_fail(load, what, path)
     tok = _or_fail(lambda: load_tokenizer(path, revision=revision,
@@ -157,9 +154,10 @@ def load_classifier(path: str, *, device: str, dtype: str = "auto", what: str = 
     def load():
         from transformers import AutoModelForSequenceClassification
 
-        from mplus.models.builders import torch_dtype
+        from mplus.models.builders import from_pretrained_kwargs
 
-        return AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype(dtype))
+        kw = from_pretrained_kwargs(dtype, "auto")
+        return AutoModelForSequenceClassification.from_pretrained(path, **kw)
 
     model = _or_fail(load, what, path)
     tok = _or_fail(lambda: load_tokenizer(path), what, path)

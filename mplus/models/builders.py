@@ -30,15 +30,22 @@ def resolve_base(model_cfg, cache_dir: str) -> str:
     return str(ensure_tiny_base(model_cfg, Path(cache_dir)))
 
 
-def _common_kwargs(model_cfg, attn_implementation: str, dtype: str | None = None) -> dict:
+def from_pretrained_kwargs(dtype: str, attn_implementation: str,
+                           trust_remote_code: bool = False) -> dict:
+    """``from_pretrained`` arguments for a dtype name and an attention implementation."""
     kw = {
-        "dtype": torch_dtype(dtype or model_cfg.dtype),
-        "trust_remote_code": model_cfg.trust_remote_code,
+        "dtype": torch_dtype(dtype),
+        "trust_remote_code": trust_remote_code,
         "use_safetensors": None,  # prefer safetensors, fall back to .bin if that is all there is
     }
     if attn_implementation != "auto":
         kw["attn_implementation"] = attn_implementation
     return kw
+
+
+def _common_kwargs(model_cfg, attn_implementation: str, dtype: str | None = None) -> dict:
+    return from_pretrained_kwargs(dtype or model_cfg.dtype, attn_implementation,
+                                  model_cfg.trust_remote_code)
 
 
 def _empty(auto_cls, path: str, model_cfg, attn_implementation, dtype, revision, **config_kw):

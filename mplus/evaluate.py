@@ -43,12 +43,13 @@ def reference_context(policy, ref_model):
 def probe_nll(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
     """Mean per-token negative log-likelihood of ``texts`` (each + EOS) under ``model``."""
     from mplus.data.collate import pad_right
+    from mplus.models.tokenizer import encode_texts
 
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
-        ids = tokenizer(texts[i : i + batch_size], add_special_tokens=False)["input_ids"]
-        ids, mask = pad_right([x + [tokenizer.eos_token_id] for x in ids], tokenizer.pad_token_id)
+        ids, mask = pad_right(encode_texts(tokenizer, texts[i : i + batch_size]),
+                              tokenizer.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         lp = A.logprobs_from_logits(logits, ids[:, 1:])

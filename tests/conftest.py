@@ -66,3 +66,49 @@ def read_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return out
+
+
+# ---------------------------------------------------------------- the real Mistral-7B tokenizer
+
+# tokenizer_config.json of mistralai/Mistral-7B-v0.1 (the keys that matter): adds BOS, no pad.
+MISTRAL_TOKENIZER_CONFIG = {
+    "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+    "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
+    "legacy": False, "clean_up_tokenization_spaces": False,
+}
+
+
+def write_mistral_tokenizer(folder: Path) -> Path:
+    """The real Mistral-7B-v0.1 SentencePiece model (shipped by ``mistral-common``) as a folder
+    ``AutoTokenizer.from_pretrained`` loads: 32,000 tokens, BOS 1, EOS 2, unk 0, no pad."""
+    import shutil
+
+    import mistral_common
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1",
+                folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps(MISTRAL_TOKENIZER_CONFIG))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mistral_tokenizer_dir(tmp_path_factory) -> Path:
+    return write_mistral_tokenizer(tmp_path_factory.mktemp("mistral-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def mistral_model_dir(tmp_path_factory) -> Path:
+    """A small random Mistral with the real tokenizer's vocabulary (32,000), saved as a local
+    model folder for ``model.name_or_path=<folder>``."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    folder = write_mistral_tokenizer(tmp_path_factory.mktemp("mistral-small"))
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=32000, hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+                           sliding_window=None, tie_word_embeddings=False)
+    MistralForCausalLM(config).save_pretrained(folder)
+    return folder

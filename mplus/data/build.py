@@ -49,8 +49,11 @@ def build_preference_data(data_cfg, tokenizer) -> PreferenceData:
 
 
 def _length_fn(tokenizer) -> Callable[[str], int]:
-    # +1 for the EOS appended to every sequence
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1
+    """Tokens a transcript takes in training: special prefix + text + EOS (the shared rule)."""
+    from mplus.models.tokenizer import special_prefix
+
+    extra = len(special_prefix(tokenizer)) + 1  # BOS (if the tokenizer adds one) and EOS
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) + extra
 
 
 def _synthetic(cfg, tokenizer) -> PreferenceData:

@@ -8,17 +8,18 @@ from mplus.data.types import PreferencePair
 
 
 class _TokenisedPairs(torch.utils.data.Dataset):
-    """Items tokenised once, up front; ``prompt_len`` from the prompt's own tokenisation."""
+    """Items tokenised once, up front, by :func:`mplus.models.tokenizer.encode_pairs`."""
 
     items: list[dict]
 
     def __init__(self, pairs: list[PreferencePair], tokenizer):
         self.pairs = pairs
-        self.eos = tokenizer.eos_token_id
         self._tok = tokenizer
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return self._tok(texts, add_special_tokens=False)["input_ids"]
+    def encode(self, responses: list[str]) -> tuple[list[list[int]], list[int]]:
+        from mplus.models.tokenizer import encode_pairs
+
+        return encode_pairs(self._tok, [p.prompt for p in self.pairs], responses)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -28,16 +29,15 @@ class _TokenisedPairs(torch.utils.data.Dataset):
 
 
 class PairDataset(_TokenisedPairs):
-    """Tokenises ``prompt + chosen`` and ``prompt + rejected`` (each + EOS) once, up front."""
+    """``prompt + chosen`` and ``prompt + rejected`` (each + EOS), tokenised once, up front."""
 
     def __init__(self, pairs: list[PreferencePair], tokenizer):
         super().__init__(pairs, tokenizer)
-        prompts = self.encode([p.prompt for p in pairs])
-        chosen = self.encode([p.prompt + p.chosen for p in pairs])
-        rejected = self.encode([p.prompt + p.rejected for p in pairs])
+        chosen, lens = self.encode([p.chosen for p in pairs])
+        rejected, _ = self.encode([p.rejected for p in pairs])
         self.items = [
-            {"chosen": c + [self.eos], "rejected": r + [self.eos], "prompt_len": len(pr)}
-            for pr, c, r in zip(prompts, chosen, rejected, strict=True)
+            {"chosen": c, "rejected": r, "prompt_len": n}
+            for c, r, n in zip(chosen, rejected, lens, strict=True)
         ]
 
 
@@ -78,20 +78,15 @@ class PairCollator:
 
 
 class SFTDataset(_TokenisedPairs):
-    """Tokenises ``prompt + chosen`` + EOS once, up front, for supervised fine-tuning.
+    """``prompt + chosen`` + EOS, tokenised once, up front, for supervised fine-tuning.
 
-    Items: ``{"input_ids": list[int], "prompt_len": int}``; ``prompt_len`` comes from the
-    prompt's own tokenisation, as in :class:`PairDataset`.
+    Items: ``{"input_ids": list[int], "prompt_len": int}``, as in :class:`PairDataset`.
     """
 
     def __init__(self, pairs: list[PreferencePair], tokenizer):
         super().__init__(pairs, tokenizer)
-        prompts = self.encode([p.prompt for p in pairs])
-        full = self.encode([p.prompt + p.chosen for p in pairs])
-        self.items = [
-            {"input_ids": f + [self.eos], "prompt_len": len(pr)}
-            for pr, f in zip(prompts, full, strict=True)
-        ]
+        full, lens = self.encode([p.chosen for p in pairs])
+        self.items = [{"input_ids": f, "prompt_len": n} for f, n in zip(full, lens, strict=True)]
 
 
 class SFTCollator:

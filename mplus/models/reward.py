@@ -1,4 +1,11 @@
-"""Scoring text with a reward model and reading its exported normalisation stats."""
+"""Scalar heads: per-token scores, the score at a sequence's last token, scoring text.
+
+The reward model and the value model are ``*ForSequenceClassification`` models (``num_labels=1``).
+Hugging Face pools their output at the last token that is not ``pad_token_id``, which reads the
+token *before* EOS when a tokenizer's pad is its EOS. mplus instead reads the head's output at the
+last attended position of the attention mask, in training and scoring alike, so the score is
+always taken at the EOS the model was trained with, whatever the pad token.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +15,62 @@ from pathlib import Path
 import torch
 
 
+def score_head(model) -> torch.nn.Module:
+    """The ``score`` head of a sequence classifier (also under peft, which keeps the name)."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "score":
+            return module
+    raise ValueError(f"{type(model).__name__} has no `score` head to read scores from")
+
+
+def token_scores(model, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+    """The head's output at every position: (B, T) float32.
+
+    A forward hook captures the head's un-pooled (B, T, 1) output during the model's own
+    forward pass (no second pass, any architecture with a ``score`` head).
+    """
+    captured: list[torch.Tensor] = []
+    hook = score_head(model).register_forward_hook(lambda m, a, out: captured.append(out))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    finally:
+        hook.remove()
+    return captured[-1][..., 0].float()
+
+
+def last_positions(attention_mask) -> torch.Tensor:
+    """(B,) index of each row's last attended token (either padding side)."""
+    return attention_mask.long().cumsum(-1).argmax(-1)
+
+
+def sequence_scores(model, input_ids, attention_mask) -> torch.Tensor:
+    """(B, T) ids -> (B,) float32 scores at each row's last attended token (its EOS)."""
+    scores = token_scores(model, input_ids, attention_mask)
+    return scores.gather(1, last_positions(attention_mask).to(scores.device)[:, None])[:, 0]
+
+
 @torch.no_grad()
 def score_texts(model, tokenizer, prompts: list[str], responses: list[str],
                 batch_size: int = 64) -> torch.Tensor:
     """Reward-model scores of ``prompt + response`` (+ EOS), exactly as the model was trained.
 
+    Tokenised by :func:`mplus.models.tokenizer.encode_pairs`, the rule every stage uses.
+
     Returns:
         (N,) float32 on CPU.
     """
     from mplus.data.collate import pad_right
+    from mplus.models.tokenizer import encode_pairs
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    texts = [p + r for p, r in zip(prompts, responses, strict=True)]
     out = []
-    for i in range(0, len(texts), batch_size):
-        ids = tokenizer(texts[i : i + batch_size], add_special_tokens=False)["input_ids"]
-        ids, mask = pad_right([x + [tokenizer.eos_token_id] for x in ids], tokenizer.pad_token_id)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        out.append(logits[:, 0].float().cpu())
+    for i in range(0, len(prompts), batch_size):
+        ids, _ = encode_pairs(tokenizer, prompts[i : i + batch_size],
+                              responses[i : i + batch_size])
+        ids, mask = pad_right(ids, tokenizer.pad_token_id)
+        out.append(sequence_scores(model, ids.to(device), mask.to(device)).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -1,4 +1,4 @@
-"""Reward-model stage: Bradley-Terry on preference pairs, scalar head on the last non-pad token."""
+"""Reward-model stage: Bradley-Terry on preference pairs, scalar head at each row's EOS."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 from mplus.algo import bradley_terry_loss
 from mplus.distributed import gather_objects, is_distributed, token_share
+from mplus.models.reward import sequence_scores
 from mplus.modules.optim import adamw_with_warmup, check_finite
 from mplus.modules.sharding import ShardedModule
 
@@ -28,7 +29,7 @@ class RewardModelModule(ShardedModule, L.LightningModule):
 
     def rewards(self, input_ids, attention_mask) -> torch.Tensor:
         """(N, T) -> (N,) float32 scores."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+        return sequence_scores(self.model, input_ids, attention_mask)
 
     def _pair_rewards(self, batch):
         r = self.rewards(batch["input_ids"], batch["attention_mask"])

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
+from mplus.models.tokenizer import encode_prompts
 from mplus.rollout.stops import find_response_end, strip_stop
 
 
@@ -187,7 +188,7 @@ class HFGenerateEngine:
         if not prompts:
             raise ValueError("generate() needs at least one prompt")
         # Padding by hand leaves the shared tokenizer's padding_side untouched.
-        rows: list[list[int]] = self.tokenizer(list(prompts))["input_ids"]
+        rows = encode_prompts(self.tokenizer, list(prompts))
         bos = getattr(self.tokenizer, "bos_token_id", None)
         n_truncated = 0
         limit = self.max_prompt_length

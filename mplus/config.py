@@ -243,6 +243,12 @@ class KLConfig:
         _in(self.controller, ("fixed", "adaptive"), "algo.kl.controller")
         _check(self.target > 0, "algo.kl.target", "must be > 0")
         _check(self.horizon > 0, "algo.kl.horizon", "must be > 0")
+        # As a loss term the estimator is differentiated through log p at fixed samples: k1's
+        # expected gradient is E[grad log p] = 0, k2's is exactly grad KL(policy || ref), k3's is
+        # grad KL(ref || policy) (GRPO's choice). In the reward any of them works.
+        _check(self.in_reward or self.estimator != "k1", "algo.kl.estimator",
+               "k1 has zero expected gradient as a loss term (algo.kl.in_reward=false): "
+               "use k2 (exact gradient of KL) or k3")
 
 
 @dataclass
@@ -358,6 +364,9 @@ class HeldoutEvalConfig:
     reward_model: str | None = None  # exported reward_model/ to score with (PPO: its own)
     temperature: float = 1.0  # fixed-seed sampling; 0 = greedy
     max_new_tokens: int = 24
+    # where a response ends besides EOS: the next turn of the HH format; PPO's rollouts default
+    # to the same (algo.generation.stop_strings), every algorithm's evaluation uses this one
+    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
     probe_docs: int = 200  # held-out pretraining-style texts for the capability probe
     seed: int = 12345
     # `python -m mplus.eval` suites run at the end on policy/ and the base (general, conversation,

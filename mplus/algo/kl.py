@@ -2,6 +2,16 @@
 
 Estimators follow Schulman, "Approximating KL divergence" (2020): with tokens sampled from the
 policy and ``log_ratio = logp - logp_ref``, each estimates KL(policy || ref).
+
+Which one where:
+
+- **In the reward** (``algo.kl.in_reward=true``, PPO's and REINFORCE++'s rule): the estimate is a
+  per-token penalty that is not differentiated; k1 is the unbiased classic, k3 unbiased and
+  non-negative.
+- **As a loss term** (``in_reward=false``, GRPO's rule) the estimate is differentiated through
+  ``logp`` with the samples held fixed. Then k1's expected gradient is ``E[grad log p] = 0``
+  (it pushes nowhere on average: refused at start), k2's is exactly ``grad KL(policy || ref)``,
+  and k3's is ``grad KL(ref || policy)``, the reverse KL, a good leash with lower variance.
 """
 
 from __future__ import annotations

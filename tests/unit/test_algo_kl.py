@@ -73,3 +73,42 @@ def test_adaptive_controller_rejects_bad_settings(kwargs):
     settings = {"init_coef": 0.1, "target": 6.0, "horizon": 10000} | kwargs
     with pytest.raises(ValueError):
         AdaptiveKLController(**settings)
+
+
+def _expected_loss_gradient(kind: str, theta: torch.Tensor, ref_logp: torch.Tensor):
+    """E_{x~pi}[grad_theta k(x)] with the samples' weights pi(x) held fixed, exactly.
+
+    That is what a sampled loss term ``mean(k(logp(x), logp_ref(x)))`` follows on average.
+    """
+    theta = theta.clone().requires_grad_(True)
+    logp = torch.log_softmax(theta, -1)
+    weights = logp.exp().detach()
+    per_x = kl_estimate(logp[None], ref_logp[None], kind)[0]
+    (grad,) = torch.autograd.grad((weights * per_x).sum(), theta)
+    return grad
+
+
+def test_kl_loss_term_gradients_on_a_categorical():
+    # A 5-way categorical pi = softmax(theta) against a fixed reference.
+    theta = torch.tensor([0.3, -1.2, 0.8, 0.0, 2.0], dtype=torch.float64)
+    ref_logp = torch.log(torch.tensor([0.1, 0.3, 0.2, 0.25, 0.15], dtype=torch.float64))
+    # grad KL(pi || ref) by hand: dKL/dtheta_j = pi_j * (l_j - sum_i pi_i l_i), l = log pi - ref
+    pi = torch.softmax(theta, -1)
+    l = torch.log(pi) - ref_logp
+    true = pi * (l - (pi * l).sum())
+    # grad KL(ref || pi) = -sum_x ref(x) grad log pi(x) = pi - ref
+    reverse = pi - ref_logp.exp()
+
+    assert_close(_expected_loss_gradient("k2", theta, ref_logp), true)
+    assert_close(_expected_loss_gradient("k3", theta, ref_logp), reverse)
+    assert_close(_expected_loss_gradient("k1", theta, ref_logp), torch.zeros(5, dtype=torch.float64))
+    assert float(true @ reverse) > 0  # k3 pushes the same way as the true gradient
+
+
+def test_k1_as_a_loss_term_is_refused_at_start():
+    from mplus.config import ConfigError, KLConfig
+
+    with pytest.raises(ConfigError, match="algo.kl.estimator: k1 has zero expected gradient"):
+        KLConfig(estimator="k1", in_reward=False)
+    KLConfig(estimator="k3", in_reward=False)
+    KLConfig(estimator="k1", in_reward=True)

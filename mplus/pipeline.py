@@ -158,7 +158,8 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary) -> Path:
     _, metrics = _fit_validate(cfg, "rm", rm_cfg, module, train_dl, val_dl, summary, t0)
 
     out = Path(cfg.run_dir) / "reward_model"
-    export_model(module.model, tok, out, dtype=cfg.model.dtype)
+    export_model(module.model, tok, out, dtype=cfg.model.dtype, kind="reward_model", cfg=cfg,
+                 algo=rm_cfg, summary=summary)
     stats = {"mean": metrics["rm/reward_mean"], "std": metrics["rm/reward_std"],
              "val_accuracy": metrics["rm/val_accuracy"]}
     if D.is_rank_zero():
@@ -188,13 +189,21 @@ def _reward_model_for_ppo(cfg, algo, ctx, summary) -> Path:
 
 def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     """PPO from the base; exports ``<run dir>/policy/``; adds ppo/* start/end metrics."""
-    from mplus.models.builders import apply_lora, load_causal_lm, load_reward_model
+    from mplus.models.builders import (
+        apply_lora,
+        disable_dropout,
+        load_causal_lm,
+        load_reward_model,
+    )
     from mplus.models.reward import read_reward_stats
     from mplus.models.value import ValueModel
     from mplus.modules.ppo import PPOCheckpoint, PPOModule
     from mplus.rollout import HFGenerateEngine
 
     rm_path = _reward_model_for_ppo(cfg, algo, ctx, summary)
+    if algo.steps <= algo.warmup_steps:
+        log.warning("algo.steps=%d <= algo.warmup_steps=%d: the whole run is learning-rate "
+                    "warmup and never reaches algo.policy_lr", algo.steps, algo.warmup_steps)
     t0 = time.time()
     tok, attn, base = ctx["tokenizer"], ctx["attn"], ctx["base_path"]
     train_dt, frozen_dt = ctx["dtypes"]
@@ -210,6 +219,9 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     value = load_reward_model(value_src, cfg.model, attn, pad_token_id=tok.pad_token_id,
                               dtype=train_dt, empty=empty)
     value = ValueModel(apply_lora(value, cfg.model.lora, "SEQ_CLS"))
+    for m in (policy, ref, reward_model, value):  # on-policy: the update sees the rollout's model
+        if m is not None:
+            disable_dropout(m)
 
     g = algo.generation
     engine = HFGenerateEngine(tok, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
@@ -229,7 +241,7 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     module = PPOModule(policy=policy, value_model=value, ref_model=ref, reward_model=reward_model,
                        tokenizer=tok, engine=engine, cfg=algo, prompts=data.prompts,
                        reward_stats=read_reward_stats(rm_path), gold_fn=data.gold_fn, seed=cfg.seed,
-                       start_eval=None if resumed else start_eval)
+                       start_eval=None if resumed or not cfg.evaluation.enabled else start_eval)
     _sharded(module, cfg)
 
     ckpt_dir = Path(cfg.run_dir) / "checkpoints" / "ppo"
@@ -253,7 +265,8 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     summary["ppo/steps"] = module.ppo_step
     summary["time/ppo_s"] = round(time.time() - t0, 1)
     out = Path(cfg.run_dir) / "policy"
-    export_model(module.policy, tok, out, dtype=cfg.model.dtype)
+    export_model(module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg,
+                 summary=summary)
     summary.save()
     return out
 
@@ -272,9 +285,10 @@ def heldout_eval(cfg, ctx, policy, *, ref_model=None, reward_model=None, title: 
     from mplus.rollout import HFGenerateEngine
 
     ev, tok, data = cfg.evaluation, ctx["tokenizer"], ctx["data"]
-    stops = tuple(cfg.algo.generation.stop_strings) if cfg.algo.name == "ppo" else ("\n\nHuman:",)
+    if not ev.enabled:
+        return {}
     engine = HFGenerateEngine(tok, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
-                              stop_strings=stops)
+                              stop_strings=tuple(ev.stop_strings))
     with D.gathered(policy):  # every rank evaluates the same prompts; rank 0 reports
         out = evaluate_policy(
             policy, tok, data.eval_prompts, engine, ref_model=ref_model,
@@ -325,6 +339,9 @@ def _trainable_policy(cfg, ctx):
 
 def run_base_eval_stage(cfg, ctx, summary: Summary) -> None:
     """``algo=none``: the base model through the same held-out evaluation."""
+    if not cfg.evaluation.enabled:
+        log.warning("algo=none with evaluation.enabled=false: nothing to run")
+        return
     base = _frozen_base(cfg, ctx)
     heldout_eval(cfg, ctx, base, reward_model=_eval_reward_model(cfg, ctx), title="base model",
                  summary=summary)
@@ -347,11 +364,13 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
                             warmup_steps=int(algo.warmup_ratio * algo.max_steps),
                             total_steps=algo.max_steps, prefix="sft")
     trainer, _ = _fit_validate(cfg, "sft", algo, module, train_dl, val_dl, summary, t0)
-    out = Path(cfg.run_dir) / "policy"
-    export_model(module.model, tok, out, dtype=cfg.model.dtype)
-    heldout_eval(cfg, ctx, module.model, ref_model=_frozen_base(cfg, ctx),
-                 reward_model=_eval_reward_model(cfg, ctx), title="after SFT", summary=summary,
-                 logger=trainer.logger, step=trainer.global_step)
+    if cfg.evaluation.enabled:
+        heldout_eval(cfg, ctx, module.model, ref_model=_frozen_base(cfg, ctx),
+                     reward_model=_eval_reward_model(cfg, ctx), title="after SFT",
+                     summary=summary, logger=trainer.logger, step=trainer.global_step)
+    out = Path(cfg.run_dir) / "policy"  # after the evaluation: the model card lists its metrics
+    export_model(module.model, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg,
+                 summary=summary)
     return out
 
 
@@ -380,11 +399,12 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     val_dl = _pair_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed)
     module = DPOModule(policy, ref, algo)
     trainer, _ = _fit_validate(cfg, "dpo", algo, module, train_dl, val_dl, summary, t0)
-    out = Path(cfg.run_dir) / "policy"
-    export_model(module.policy, tok, out, dtype=cfg.model.dtype)
     heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=_eval_reward_model(cfg, ctx),
                  title="after DPO", summary=summary, logger=trainer.logger,
                  step=trainer.global_step)
+    out = Path(cfg.run_dir) / "policy"  # after the evaluation: the model card lists its metrics
+    export_model(module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg,
+                 summary=summary)
     return out
 
 

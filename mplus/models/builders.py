@@ -130,6 +130,22 @@ def apply_lora(model, lora_cfg, task_type: str):
     return model
 
 
+def disable_dropout(model):
+    """Turn every dropout off (``nn.Dropout`` modules, LoRA's included, and attention dropout).
+
+    RL needs it: old log-probs are computed in eval mode and the update runs in train mode, so
+    with dropout on the first minibatch's ratio would not be 1 and PPO would be off-policy (TRL
+    and OpenRLHF do the same). Attention dropout is an attribute read by the attention modules,
+    not a module, so it is zeroed where it lives.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+    return model
+
+
 def tiny_hf_config(arch, **overrides):
     """The embedded tiny model's Mistral config from ``model.arch``."""
     from transformers import MistralConfig

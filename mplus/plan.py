@@ -207,18 +207,16 @@ def format_plan(p: Plan, cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     from mplus.config import ConfigError, register_configs, validate
+    from mplus.config_paths import config_dir
 
     argv = sys.argv[1:] if argv is None else argv
     register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
     try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = validate(compose("train", overrides=[*argv, "run_dir=.", "cache_dir=."]))
         print(format_plan(plan(cfg), cfg))
     except (ConfigError, ValueError, HydraException) as e:

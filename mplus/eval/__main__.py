@@ -1,6 +1,7 @@
 """Entry point: ``python -m mplus.eval models=[<base>,<run dir>/policy] [eval=<suite>|all] ...``.
 
-Compose (Hydra, ``conf/eval.yaml``) -> validate (typed schema) -> check every input -> evaluate.
+Compose (Hydra, ``conf/eval.yaml``, found by :mod:`mplus.config_paths`) -> validate (typed
+schema) -> check every input -> evaluate.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import hydra
 from omegaconf import DictConfig
 
 from mplus.config import ConfigError
+from mplus.config_paths import config_dir
 from mplus.eval.config import register_eval_configs, validate_eval
 
 register_eval_configs()
 log = logging.getLogger("mplus.eval")
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
         typed = validate_eval(cfg)

@@ -22,7 +22,7 @@ import torch
 log = logging.getLogger(__name__)
 
 # Bump when the corpus generator, tokenizer recipe or pretraining loop changes meaningfully.
-BASE_RECIPE_VERSION = 1
+BASE_RECIPE_VERSION = 2  # 2: warmup starts at lr/warmup_steps (mplus.modules.optim)
 
 
 def base_key(model_cfg) -> str:

@@ -26,7 +26,9 @@ def cache_dir(tmp_path_factory) -> Path:
     from mplus.config import register_configs, validate
     from mplus.models.base import ensure_tiny_base
 
-    d = tmp_path_factory.mktemp("mplus-cache")
+    # MPLUS_TEST_CACHE=<dir> keeps the test base between sessions (local iteration); CI builds it
+    d = Path(os.environ["MPLUS_TEST_CACHE"]) if os.environ.get("MPLUS_TEST_CACHE") else (
+        tmp_path_factory.mktemp("mplus-cache"))
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = validate(compose("train", overrides=[*TEST_MODEL, f"cache_dir={d}", "run_dir=."]))

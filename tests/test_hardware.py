@@ -172,6 +172,7 @@ PPO_FEW = ["algo=ppo", "algo.steps=3", "algo.rollout_batch_size=16", "algo.minib
            "evaluation.probe_docs=20", "data.num_eval_prompts=16"]
 
 
+@pytest.mark.slow
 def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     """Two gloo CPU processes through FSDP2 (hardware=2xcpu) vs one process, same global batch.
 
@@ -208,6 +209,7 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     assert _max_weight_diff(p1 / "policy", p2 / "policy") < 1e-4
 
 
+@pytest.mark.slow
 def test_lora_reward_model_on_two_processes_matches_one_and_exports_merged(run_train, tmp_path):
     """LoRA under FSDP: adapters train on sharded weights; the export is merged (plain HF)."""
     from transformers import AutoModelForSequenceClassification
@@ -225,6 +227,7 @@ def test_lora_reward_model_on_two_processes_matches_one_and_exports_merged(run_t
     assert not any("lora" in n for n in names) and "score.weight" in names
 
 
+@pytest.mark.slow
 def test_fsdp_sharded_checkpoint_resumes_at_the_saved_step(run_train, tmp_path):
     """PPO on two processes saves a sharded checkpoint; a second run resumes from it."""
     rm_dir = tmp_path / "rm"

@@ -23,7 +23,9 @@ CHEAP_ALGO = {
 }
 
 
-@pytest.mark.parametrize("algo", ["rm", "sft", "dpo", "ppo"])
+# PPO (which trains its reward model first) in the default run; the other stages are slow
+@pytest.mark.parametrize("algo", [pytest.param(a, marks=pytest.mark.slow) for a in ("rm", "sft",
+                                                                                   "dpo")] + ["ppo"])
 def test_stages_run_on_the_real_mistral_tokenizer(run_train, mistral_model_dir, algo):
     _, run_dir = run_train(f"model.name_or_path={mistral_model_dir}", *CHEAP_DATA,
                            *CHEAP_ALGO[algo])
@@ -96,6 +98,7 @@ def test_ppo_is_on_policy_with_attention_dropout(cache_dir, tmp_path, dropout_ba
     assert len(diffs) == 3 and max(diffs) < 1e-5, diffs
 
 
+@pytest.mark.slow
 def test_ppo_is_on_policy_with_lora_dropout(cache_dir, tmp_path):
     diffs = _ppo_in_process(tmp_path, cache_dir, "model.lora.enabled=true",
                             "model.lora.dropout=0.1")

@@ -53,6 +53,7 @@ def test_reward_model_end_to_end(run_train):
     assert (run_dir / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_reward_model_resume_continues_at_the_saved_step(run_train, tmp_path):
     run_dir = tmp_path / "rm-resume"
     run_train("algo=rm", "algo.max_steps=20", "algo.val_every=10", run_dir=run_dir)
@@ -98,6 +99,7 @@ def test_ppo_end_to_end(run_train, cache_dir):
     assert out.shape[1] > ids["input_ids"].shape[1]
 
 
+@pytest.mark.slow
 def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
     run_dir = tmp_path / "ppo-kill"
     args = [sys.executable, "-m", "mplus.train", *TEST_MODEL, f"cache_dir={cache_dir}",

@@ -14,9 +14,15 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from mplus.errors import UserError
 
-class ConfigError(ValueError):
-    """A config value is out of range or inconsistent; the message names the key."""
+
+class ConfigError(UserError, ValueError):
+    """A config value is out of range or inconsistent; the message names the key.
+
+    A :class:`mplus.errors.UserError` (one line, exit 2 from the command line), and still a
+    ``ValueError`` for code that catches it as one.
+    """
 
 
 def _check(ok: bool, key: str, msg: str) -> None:
@@ -99,6 +105,9 @@ class ModelConfig:
     name_or_path: str | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    # Load pickled ``pytorch_model.bin`` weights when a model has no safetensors. Off: unpickling
+    # can run code, so such a model is refused at start, naming this key.
+    allow_pickle: bool = False
     dtype: str = "float32"
     num_parameters: float | None = None  # published size, for the planner and meta-device checks
     # The hub model's config.json values, so meta-device builds and the planner need no download.
@@ -209,10 +218,20 @@ class GenerationConfig:
     top_k: int = 0
     stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
     max_prompt_length: int = 192
+    # Greedy rollouts for reproducibility checks and debugging only (e.g. one process vs two must
+    # generate the same tokens): log-probs stay at `temperature`, so PPO's ratio is that of the
+    # sampling policy the greedy one approximates. Not for real training.
+    greedy: bool = False
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "algo.generation.max_new_tokens", "must be > 0")
-        _check(self.temperature >= 0, "algo.generation.temperature", "must be >= 0")
+        # PPO's rollouts: the update scores the sampled tokens with log-probs at this temperature,
+        # so it must be a sampling temperature; greedy decoding (0) is for held-out evaluation
+        _check(self.temperature > 0, "algo.generation.temperature",
+               f"must be > 0 for PPO rollouts, got {self.temperature}: the policy is trained on "
+               "log-probs of sampled responses at this temperature, and 0 (greedy) has none. "
+               "For greedy held-out evaluation set evaluation.temperature=0 (greedy rollouts for "
+               "reproducibility checks: algo.generation.greedy=true)")
         _check(0 < self.top_p <= 1, "algo.generation.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "algo.generation.top_k", "must be >= 0")
 

@@ -168,7 +168,7 @@ RM_FEW = ["algo=rm", "algo.max_steps=8", "algo.val_every=8", "data.num_train_pai
 # minibatch per step, because each rank shuffles its own slice into minibatches (as valid, but a
 # different partition than one process shuffling the whole batch).
 PPO_FEW = ["algo=ppo", "algo.steps=3", "algo.rollout_batch_size=16", "algo.minibatch_size=16",
-           "algo.ppo_epochs=1", "algo.generation.temperature=0", "evaluation.temperature=0",
+           "algo.ppo_epochs=1", "algo.generation.greedy=true", "evaluation.temperature=0",
            "evaluation.probe_docs=20", "data.num_eval_prompts=16"]
 
 

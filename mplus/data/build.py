@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mplus.data.types import PreferencePair
+from mplus.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def build_preference_data(data_cfg, tokenizer) -> PreferenceData:
         data = _hh(data_cfg, tokenizer)
     else:  # validate() already rejects unknown data configs
         raise ValueError(f"data.name: unknown data source {data_cfg.name!r}")
+    _check_enough(data, data_cfg)
     data.stats.update({
         "data/train_pairs": len(data.train_pairs),
         "data/val_pairs": len(data.val_pairs),
@@ -46,6 +48,28 @@ def build_preference_data(data_cfg, tokenizer) -> PreferenceData:
     })
     log.info("Data: %s", data.stats)
     return data
+
+
+_LONG_HINT = "raise data.max_length to keep longer pairs"
+
+
+def _check_enough(data: PreferenceData, cfg) -> None:
+    """Refuse at start, naming the data, what would otherwise fail deep in a stage (an empty batch).
+
+    Raises:
+        DataError: no train or validation pairs, or no (held-out) prompts.
+    """
+    where = f"data={cfg.name}" + (f" data.files={cfg.files}" if getattr(cfg, "files", None) else "")
+    skipped = {k.removeprefix("data/skipped/"): v for k, v in data.stats.items()
+               if k.startswith("data/skipped/") and k != "data/skipped/total" and v}
+    counts = f"{len(data.train_pairs)} train / {len(data.val_pairs)} validation pairs"
+    if skipped:
+        counts += f", skipped: {', '.join(f'{k}: {v}' for k, v in skipped.items())}"
+    for what, items in (("training pairs", data.train_pairs), ("validation pairs", data.val_pairs),
+                        ("prompts", data.prompts), ("held-out prompts", data.eval_prompts)):
+        if not items:
+            hint = f"; {_LONG_HINT}" if skipped.get("too_long") else ""
+            raise DataError(f"{where}: no {what} left ({counts}){hint}")
 
 
 def _length_fn(tokenizer) -> Callable[[str], int]:
@@ -100,8 +124,9 @@ def _hh(cfg, tokenizer) -> PreferenceData:
         files = [cfg.files] if isinstance(cfg.files, str) else list(cfg.files)
         for f in files:
             subset = hh.subset_from_filename(f)
-            pairs, bad = hh.parse_rows(hh.read_jsonl(f), subset, length_fn=length,
-                                       max_length=cfg.max_length)
+            rows = hh.read_jsonl_once(f)  # read at start by mplus.preflight
+            pairs, bad = hh.parse_rows(rows, subset, length_fn=length, max_length=cfg.max_length)
+            hh.check_usable(pairs, bad, str(f), len(rows), hint=_LONG_HINT)
             by_subset.setdefault(subset, []).extend(pairs)
             skipped.update(bad)
         # The mix weighs the subsets found in the files; files of subsets the mix does not name
@@ -115,6 +140,8 @@ def _hh(cfg, tokenizer) -> PreferenceData:
                 continue
             rows = hh.load_hh_rows(subset, "train", hub_path=cfg.hub_path)
             pairs, bad = hh.parse_rows(rows, subset, length_fn=length, max_length=cfg.max_length)
+            hh.check_usable(pairs, bad, f"{cfg.hub_path} {subset} (train)", len(rows),
+                            hint=_LONG_HINT)
             by_subset[subset] = pairs
             skipped.update(bad)
         mix = dict(cfg.mix)

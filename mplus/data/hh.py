@@ -4,7 +4,8 @@ A row is ``{"chosen": transcript, "rejected": transcript}``, each transcript a r
 ``"\\n\\nHuman: ..."`` / ``"\\n\\nAssistant: ..."`` turns that differ only in the last Assistant
 turn. Parsing splits both at the last ``"\\n\\nAssistant:"``; rows that do not fit are skipped and
 counted by reason (``SKIP_REASONS``), never dropped silently and never fatal. A file that cannot be
-read is fatal at once (``DataFileError``, naming the file and line).
+read is fatal at once (``DataFileError``, naming the file and line), and so is a file none of whose
+rows can be used (:func:`check_usable`).
 """
 
 from __future__ import annotations
@@ -23,17 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from mplus.data.types import PreferencePair
+from mplus.errors import DataError
 
 __all__ = [
     "HH_SUBSETS",
     "SKIP_REASONS",
     "BadRow",
     "DataFileError",
+    "check_usable",
     "load_hh_rows",
     "mix_pairs",
     "parse_hh_row",
     "parse_rows",
+    "read_ahead",
     "read_jsonl",
+    "read_jsonl_once",
     "split_prompt_response",
     "subset_from_filename",
 ]
@@ -72,8 +77,9 @@ class BadRow(ValueError):
         return (type(self), (self.reason, self.detail))
 
 
-class DataFileError(ValueError):
-    """A data file that cannot be read; the message names the file and, if known, the line."""
+class DataFileError(DataError):
+    """A data file that cannot be read, or that holds no usable row; the message names the file
+    and, if known, the line. A :class:`mplus.errors.UserError` and a ``ValueError``."""
 
 
 def split_prompt_response(text: str) -> tuple[str, str]:
@@ -230,6 +236,58 @@ def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
         # Corrupt or truncated gzip, a directory, no permission, ...
         raise DataFileError(f"{path}: cannot read (after line {lineno}): {err}") from err
     return rows
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+# Rows read by read_ahead, waiting for read_jsonl_once: (resolved path, mtime, size) -> rows.
+_READ_AHEAD: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+
+
+def read_ahead(path: PathLike) -> list[dict[str, Any]]:
+    """:func:`read_jsonl`, keeping the rows for the next :func:`read_jsonl_once` of the same file.
+
+    The checks at start (:mod:`mplus.preflight`) read each data file before any model loads; the
+    data build then parses the same rows instead of reading the file a second time.
+    """
+    rows = read_jsonl(path)
+    _READ_AHEAD[_file_key(Path(path))] = rows
+    return rows
+
+
+def read_jsonl_once(path: PathLike) -> list[dict[str, Any]]:
+    """The rows :func:`read_ahead` kept for ``path`` if the file is unchanged since (they are
+    handed over, not kept twice), else :func:`read_jsonl`."""
+    try:
+        key = _file_key(Path(path))
+    except OSError:
+        key = None
+    rows = _READ_AHEAD.pop(key, None) if key is not None else None
+    return rows if rows is not None else read_jsonl(path)
+
+
+def _describe_skipped(skipped: Mapping[str, int], n_rows: int) -> str:
+    if not n_rows:
+        return "nothing: the file has no rows"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1]))
+
+
+def check_usable(pairs: Sequence[PreferencePair], skipped: Mapping[str, int], source: str,
+                 n_rows: int, hint: str = "") -> None:
+    """Refuse a data source none of whose rows became a pair.
+
+    Raises:
+        DataFileError: ``"no usable pairs in <source> (skipped: <reason>: <count>, ...)"``.
+    """
+    if pairs:
+        return
+    msg = f"no usable pairs in {source} (skipped: {_describe_skipped(skipped, n_rows)})"
+    if hint and skipped.get("too_long"):
+        msg += f"; {hint}"
+    raise DataFileError(msg)
 
 
 def _check_subset(subset: str) -> None:

@@ -117,8 +117,11 @@ def device_for(hw) -> str:
 
 
 def load_lm(path: str, *, dtype: str, attn: str, device: str, trust_remote_code: bool = False,
-            revision: str | None = None, what: str = "model"):
+            revision: str | None = None, what: str = "model", allow_pickle: bool = False):
     """``AutoModelForCausalLM`` + tokenizer (with a pad token), on ``device``, in eval mode.
+
+    Weights from safetensors only unless ``allow_pickle`` (pickled ``.bin`` weights can run code
+    when loaded; see :func:`mplus.models.builders.from_pretrained_kwargs`).
 
     Raises:
         EvalError: naming ``what`` and ``path`` when either cannot be loaded.
@@ -133,7 +136,7 @@ def load_lm(path: str, *, dtype: str, attn: str, device: str, trust_remote_code:
 
         from mplus.models.builders import from_pretrained_kwargs
 
-        kw = from_pretrained_kwargs(dtype, attn, trust_remote_code)
+        kw = from_pretrained_kwargs(dtype, attn, trust_remote_code, allow_pickle)
         if device != "cpu":
             kw["device_map"] = device  # straight onto the GPU, no full copy in host memory
         return AutoModelForCausalLM.from_pretrained(path, revision=revision, **kw)
@@ -147,8 +150,10 @@ def load_lm(path: str, *, dtype: str, attn: str, device: str, trust_remote_code:
     return model.to(device).eval().requires_grad_(False), tok
 
 
-def load_classifier(path: str, *, device: str, dtype: str = "auto", what: str = "classifier"):
-    """``AutoModelForSequenceClassification`` + tokenizer, as saved (its own number of labels)."""
+def load_classifier(path: str, *, device: str, dtype: str = "auto", what: str = "classifier",
+                    allow_pickle: bool = False):
+    """``AutoModelForSequenceClassification`` + tokenizer, as saved (its own number of labels);
+    safetensors only unless ``allow_pickle``, as :func:`load_lm`."""
     from mplus.models.tokenizer import load_tokenizer
 
     def load():
@@ -156,7 +161,7 @@ def load_classifier(path: str, *, device: str, dtype: str = "auto", what: str = 
 
         from mplus.models.builders import from_pretrained_kwargs
 
-        kw = from_pretrained_kwargs(dtype, "auto")
+        kw = from_pretrained_kwargs(dtype, "auto", allow_pickle=allow_pickle)
         return AutoModelForSequenceClassification.from_pretrained(path, **kw)
 
     model = _or_fail(load, what, path)

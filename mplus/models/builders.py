@@ -1,8 +1,9 @@
 """Model builders: the same code path loads the cached tiny base and a 7B hub model.
 
-Real models load with ``from_pretrained`` (safetensors preferred, ``trust_remote_code`` off unless
-configured, attention implementation from the hardware group). ``build_meta_model`` builds the
-architecture from the config YAML's ``hf_config`` on the meta device, downloading nothing.
+Real models load with ``from_pretrained`` (safetensors only unless ``model.allow_pickle``,
+``trust_remote_code`` off unless configured, attention implementation from the hardware group).
+``build_meta_model`` builds the architecture from the config YAML's ``hf_config`` on the meta
+device, downloading nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ def resolve_base(model_cfg, cache_dir: str) -> str:
 
 
 def from_pretrained_kwargs(dtype: str, attn_implementation: str,
-                           trust_remote_code: bool = False) -> dict:
-    """``from_pretrained`` arguments for a dtype name and an attention implementation."""
+                           trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:
+    """``from_pretrained`` arguments for a dtype name and an attention implementation.
+
+    Weights load from safetensors only: a pickled ``pytorch_model.bin`` can run code when it is
+    unpickled. ``allow_pickle`` (``model.allow_pickle``) lets a model without safetensors load its
+    ``.bin`` weights (transformers then unpickles them with ``torch.load(weights_only=True)``).
+    """
     kw = {
         "dtype": torch_dtype(dtype),
         "trust_remote_code": trust_remote_code,
-        "use_safetensors": None,  # prefer safetensors, fall back to .bin if that is all there is
+        # None: prefer safetensors, fall back to .bin; True: safetensors or an error
+        "use_safetensors": None if allow_pickle else True,
     }
     if attn_implementation != "auto":
         kw["attn_implementation"] = attn_implementation
@@ -45,7 +52,32 @@ def from_pretrained_kwargs(dtype: str, attn_implementation: str,
 
 def _common_kwargs(model_cfg, attn_implementation: str, dtype: str | None = None) -> dict:
     return from_pretrained_kwargs(dtype or model_cfg.dtype, attn_implementation,
-                                  model_cfg.trust_remote_code)
+                                  model_cfg.trust_remote_code,
+                                  getattr(model_cfg, "allow_pickle", False))
+
+
+def _from_pretrained(auto_cls, path: str, model_cfg, **kw):
+    """``auto_cls.from_pretrained`` that refuses pickled-only weights with one clear line.
+
+    Raises:
+        mplus.errors.ModelFilesError: ``path`` has only ``.bin`` weights (a local folder: before
+            reading them; a hub id: transformers finds no safetensors) and ``model.allow_pickle``
+            is off.
+    """
+    from mplus.errors import ModelFilesError
+    from mplus.preflight import check_model_weights
+
+    allow = getattr(model_cfg, "allow_pickle", False)
+    if Path(path).is_dir():
+        check_model_weights(path, allow_pickle=allow)
+    try:
+        return auto_cls.from_pretrained(path, **kw)
+    except OSError as e:
+        if allow or "safetensors" not in str(e):
+            raise
+        raise ModelFilesError(
+            f"{path}: no safetensors weights ({str(e).strip().splitlines()[0]}); set "
+            "model.allow_pickle=true to load pickled .bin weights if you trust them") from e
 
 
 def _empty(auto_cls, path: str, model_cfg, attn_implementation, dtype, revision, **config_kw):
@@ -59,7 +91,7 @@ def _empty(auto_cls, path: str, model_cfg, attn_implementation, dtype, revision,
     from mplus.distributed import parameters_on_meta
 
     kw = _common_kwargs(model_cfg, attn_implementation, dtype)
-    kw.pop("use_safetensors")
+    kw.pop("use_safetensors")  # from_config reads no weights
     config = AutoConfig.from_pretrained(path, revision=revision,
                                         trust_remote_code=kw.pop("trust_remote_code"), **config_kw)
     with parameters_on_meta():
@@ -87,8 +119,8 @@ def load_causal_lm(path: str, model_cfg, attn_implementation: str = "sdpa", revi
         model = _empty(AutoModelForCausalLM, path, model_cfg, attn_implementation, dtype,
                        revision)
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, revision=revision, **_common_kwargs(model_cfg, attn_implementation, dtype))
+        model = _from_pretrained(AutoModelForCausalLM, path, model_cfg, revision=revision,
+                                 **_common_kwargs(model_cfg, attn_implementation, dtype))
     return _mark_for_broadcast(model, empty)
 
 
@@ -105,10 +137,9 @@ def load_reward_model(path: str, model_cfg, attn_implementation: str = "sdpa", p
         model = _empty(AutoModelForSequenceClassification, path, model_cfg, attn_implementation,
                        dtype, revision, num_labels=1)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, revision=revision,
-            **_common_kwargs(model_cfg, attn_implementation, dtype),
-        )
+        model = _from_pretrained(AutoModelForSequenceClassification, path, model_cfg,
+                                 num_labels=1, revision=revision,
+                                 **_common_kwargs(model_cfg, attn_implementation, dtype))
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return _mark_for_broadcast(model, empty)

@@ -18,7 +18,17 @@ from mplus import algo as A
 from mplus import distributed as D
 from mplus.evaluate import forward_logprobs, reference_context
 from mplus.models.reward import score_texts
-from mplus.modules.optim import adamw_with_warmup, check_finite
+from mplus.modules.optim import (
+    TrainingDiverged,
+    adamw_with_warmup,
+    check_finite,
+    count_nonfinite,
+    divergence_advice,
+    grads_of,
+    optimizer_params,
+    stage_checkpoint_path,
+    uses_grad_scaler,
+)
 from mplus.modules.sharding import ShardedModule
 
 FROZEN_PREFIXES = ("ref_model.", "reward_model.")
@@ -77,10 +87,19 @@ class PPOModule(ShardedModule, L.LightningModule):
         self.kl_ctl = (A.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
                        if cfg.kl.controller == "adaptive" else A.FixedKLController(cfg.kl.coef))
         self.ppo_step = 0
+        self.saved_step: int | None = None  # ppo_step of the last checkpoint written or resumed
         self.stepped = False  # whether the last training_step ran a PPO iteration
-        self.temperature = cfg.generation.temperature or 1.0
+        # sampling and log-probs at the same temperature (> 0: the config refuses greedy RL)
+        self.temperature = cfg.generation.temperature
+        if not self.temperature > 0:
+            raise ValueError(f"algo.generation.temperature must be > 0, got {self.temperature}")
         # called once before the first PPO step, with the models set up (sharded, on device)
         self.start_eval, self.start_metrics = start_eval, None
+
+    @property
+    def next_log_step(self) -> int:
+        """The TensorBoard step the next PPO step logs at (step k logs at k, from 1)."""
+        return self.ppo_step + 1
 
     def on_train_start(self) -> None:
         if self.start_eval is not None and self.ppo_step == 0:
@@ -194,14 +213,36 @@ class PPOModule(ShardedModule, L.LightningModule):
                     acc.setdefault(k, []).append(v)
                 n_mb += 1
                 if n_mb % c.grad_accum == 0:
-                    for opt in (opt_p, opt_v):
+                    for name, opt in (("policy", opt_p), ("value", opt_v)):
+                        params = optimizer_params(opt)
+                        if not uses_grad_scaler(self.trainer):  # 16-mixed skips inf steps itself
+                            self._check_finite(grads_of(params), name, "gradients",
+                                               "stopped before the optimiser step, the weights "
+                                               "are unchanged")
                         self.clip_gradients(opt, gradient_clip_val=c.grad_clip or None,
                                             gradient_clip_algorithm="norm")
                         opt.step()
                         opt.zero_grad(set_to_none=True)
+                        self._check_finite(params, name, "parameters",
+                                           "the optimiser step made them so; stopping before "
+                                           "they are saved")
         for sch in self.lr_schedulers():
             sch.step()
         return {k: sum(v) / len(v) for k, v in acc.items()}
+
+    def _check_finite(self, tensors, model: str, what: str, after: str) -> None:
+        """Stop at the first NaN/inf gradient (before the step) or parameter (after it)."""
+        bad, total = count_nonfinite(tensors)
+        if not bad:
+            return
+        step, key = self.ppo_step + 1, f"{model}_lr"
+        advice = divergence_advice(
+            None if self.saved_step is None else f"after PPO step {self.saved_step}",
+            f"start again with a lower algo.{key} (now {getattr(self.cfg, key):g}) or check "
+            "the rewards", stage_checkpoint_path(self.trainer, "ppo"))
+        raise TrainingDiverged(
+            f"ppo: the {model} {what} are non-finite (NaN/inf in {bad} of {total} tensors) in "
+            f"PPO step {step}: {after}. {advice}", step=step)
 
     def _minibatch_step(self, exp: Experience, idx) -> dict:
         c = self.cfg
@@ -216,12 +257,12 @@ class PPOModule(ShardedModule, L.LightningModule):
         if not c.kl.in_reward:
             kl = A.masked_mean(A.kl_estimate(logp, exp.ref_logprobs[idx], c.kl.estimator), mask)
             loss = loss + self.kl_ctl.value * kl
-        check_finite(loss, "ppo/policy_loss", self.ppo_step)
+        check_finite(loss, "ppo/policy_loss", self.ppo_step + 1)  # the step it logs at
         self.manual_backward(loss * share / c.grad_accum)
 
         v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
         vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
-        check_finite(vl.loss, "ppo/value_loss", self.ppo_step)
+        check_finite(vl.loss, "ppo/value_loss", self.ppo_step + 1)
         self.manual_backward(vl.loss * share / c.grad_accum)
         # weighted by the token share, so their mean over ranks is the global token mean
         w = float(share)
@@ -296,6 +337,7 @@ class PPOModule(ShardedModule, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.drop_frozen(checkpoint, FROZEN_PREFIXES)
+        self.saved_step = self.ppo_step
         checkpoint["mplus_ppo"] = {
             "ppo_step": self.ppo_step,
             "kl_ctl": self.kl_ctl.state_dict(),
@@ -304,7 +346,7 @@ class PPOModule(ShardedModule, L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         st = checkpoint["mplus_ppo"]
-        self.ppo_step = st["ppo_step"]
+        self.ppo_step = self.saved_step = st["ppo_step"]
         self.kl_ctl.load_state_dict(st["kl_ctl"])
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])

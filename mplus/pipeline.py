@@ -6,6 +6,7 @@ that builds its models and LightningModule, fits, exports, and adds flat metrics
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -44,18 +45,20 @@ class Summary(dict):
 
 def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = None,
                  ckpt_every: int | None = None, callbacks=(), grad_clip: float | None = None,
-                 accumulate: int = 1, max_epochs: int = -1):
+                 accumulate: int = 1, max_epochs: int = -1, summary: Summary | None = None):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from mplus.modules.signals import AtomicCheckpointIO, fault_callbacks
+
     run_dir = Path(cfg.run_dir)
     logger = TensorBoardLogger(save_dir=str(run_dir), name=cfg.logger.subdir, version="",
                                default_hp_metric=False)
-    cbs = list(callbacks)
+    cbs = [*fault_callbacks(stage, summary), *callbacks]  # stop signals, NaN, resumed curves
     if ckpt_every:
         cbs.append(ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, filename="{step}",
-                                   save_last=True, save_top_k=1, every_n_train_steps=ckpt_every))
+                                   save_last=True, save_top_k=1, **_ckpt_trigger(ckpt_every, val_every)))
     return L.Trainer(
         **trainer_kwargs(cfg.hardware),
         max_steps=max_steps,
@@ -72,7 +75,18 @@ def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = Non
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()],  # temp file beside the checkpoint, not in $TMPDIR
     )
+
+
+def _ckpt_trigger(ckpt_every: int, val_every: int | None) -> dict:
+    """When ``ModelCheckpoint`` saves. Checkpoints at every validation are written after it (on
+    validation end), not at the end of the batch before it: resumed from a batch-end checkpoint,
+    Lightning counts that step's validation as done and skips it, so its point would be missing
+    from the curves (and from the resumed run's callback metrics)."""
+    if val_every and ckpt_every == val_every:
+        return {"every_n_epochs": 1, "save_on_train_epoch_end": False}
+    return {"every_n_train_steps": ckpt_every}
 
 
 def _sharded(module, cfg):
@@ -99,15 +113,113 @@ def check_parallel_plan(cfg) -> None:
                                     f"{world} data-parallel ranks of hardware={hw.name}")
 
 
+# ---------------------------------------------------------------- seeds and resuming
+
+STAGES = ("rm", "ppo", "sft", "dpo")  # the stages that fit, each with checkpoints/<stage>/
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The global seed of ``stage``: a function of the run seed and the stage name only, so a
+    stage starts from the same RNG state whatever ran before it in the process (a base
+    pretrained on a cold cache, a reward-model stage reused from an earlier try). sha256, not
+    ``hash()``, which is salted per process."""
+    digest = hashlib.sha256(f"mplus.stage|{seed}|{stage}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _seed_stage(cfg, stage: str) -> None:
+    import lightning as L
+
+    L.seed_everything(stage_seed(cfg.seed, stage), workers=True, verbose=False)
+
+
+def stage_checkpoint(cfg, stage: str) -> str | None:
+    """The checkpoint ``stage`` resumes from, or None to start it fresh.
+
+    ``ckpt_path=last``: the stage's own ``<run dir>/checkpoints/<stage>/last.ckpt`` when there
+    is one, so one command resumes a whole run at whichever stage it stopped in. An explicit
+    file: the stage whose ``checkpoints/<stage>/`` folder holds it, else the run's last stage
+    (``algo.name``), as before.
+    """
+    path = cfg.ckpt_path
+    if not path:
+        return None
+    if path == "last":
+        last = Path(cfg.run_dir) / "checkpoints" / stage / "last.ckpt"
+        return str(last) if last.exists() else None
+    folder = Path(path).parent
+    owner = folder.name if folder.parent.name == "checkpoints" and folder.name in STAGES else None
+    return path if stage == (owner or cfg.algo.name) else None
+
+
+def _rng_states() -> dict:
+    """The global RNG states in types a ``weights_only`` checkpoint load accepts."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate()}
+
+
+def _set_rng_states(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def rng_state_callback():
+    """A callback that saves the global RNG states (torch, CUDA, numpy, Python) in every
+    checkpoint and restores them when the fit resumes: Lightning 2.6 saves none, so dropout,
+    sampling and any other draw would continue from the resumed process's fresh seed."""
+    import lightning as L
+
+    class RNGStateCheckpoint(L.Callback):
+        state_key = "mplus_rng"
+
+        def __init__(self):
+            self._loaded = None
+
+        def state_dict(self) -> dict:
+            return _rng_states()
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            self._loaded = state_dict
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            # the last hook before the first resumed batch: setup draws nothing after it
+            if self._loaded is not None:
+                _set_rng_states(self._loaded)
+                self._loaded = None
+
+    return RNGStateCheckpoint()
+
+
 def _grouped_loader(dataset, batch_size, collate, shuffle, seed, lengths):
-    """Training batches group similar lengths (padding is most of the cost on short texts)."""
-    from mplus.data.collate import LengthGroupedBatchSampler, SequentialBatchSampler
+    """Training batches group similar lengths (padding is most of the cost on short texts); their
+    position (epoch, batches drawn) is part of every checkpoint, so a resume continues mid-epoch."""
+    from mplus.data.collate import (
+        LengthGroupedBatchSampler,
+        ResumableDataLoader,
+        SequentialBatchSampler,
+    )
 
     if not shuffle:
         sampler = SequentialBatchSampler(len(dataset), batch_size)
-    else:
-        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed)
+    return ResumableDataLoader(dataset, sampler, collate_fn=collate)
 
 
 def _pair_loader(dataset, batch_size, collate, shuffle, seed):
@@ -117,12 +229,15 @@ def _pair_loader(dataset, batch_size, collate, shuffle, seed):
 
 def _fit_validate(cfg, stage: str, algo, module, train_dl, val_dl, summary: Summary, t0: float):
     """Fit a supervised-style stage (rm/sft/dpo), validate once more, record ``<stage>/*``."""
-    trainer = make_trainer(cfg, stage, max_steps=algo.max_steps,
-                           val_every=min(algo.val_every, algo.max_steps),
-                           ckpt_every=algo.val_every, grad_clip=algo.grad_clip,
-                           accumulate=getattr(algo, "accumulate_grad_batches", 1))
-    trainer.fit(_sharded(module, cfg), train_dl, val_dl,
-                ckpt_path=cfg.ckpt_path if cfg.algo.name == stage else None)
+    val_every = min(algo.val_every, algo.max_steps)
+    trainer = make_trainer(cfg, stage, max_steps=algo.max_steps, val_every=val_every,
+                           ckpt_every=val_every, grad_clip=algo.grad_clip,
+                           accumulate=getattr(algo, "accumulate_grad_batches", 1),
+                           callbacks=[rng_state_callback()], summary=summary)
+    ckpt = stage_checkpoint(cfg, stage)
+    if ckpt:
+        log.info("Resuming the %s stage from %s", stage, ckpt)
+    trainer.fit(_sharded(module, cfg), train_dl, val_dl, ckpt_path=ckpt, weights_only=True)
     if trainer.global_step % min(algo.val_every, algo.max_steps) == 0 and any(
             k.startswith(f"{stage}/val") for k in trainer.callback_metrics):
         metrics = trainer.callback_metrics  # the last step already validated
@@ -145,6 +260,7 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary) -> Path:
     from mplus.modules.reward_model import RewardModelModule
 
     t0 = time.time()
+    _seed_stage(cfg, "rm")  # before the model: the score head is initialised from it
     tok = ctx["tokenizer"]
     model = load_reward_model(ctx["base_path"], cfg.model, ctx["attn"],
                               pad_token_id=tok.pad_token_id, dtype=ctx["dtypes"][0],
@@ -205,6 +321,7 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
         log.warning("algo.steps=%d <= algo.warmup_steps=%d: the whole run is learning-rate "
                     "warmup and never reaches algo.policy_lr", algo.steps, algo.warmup_steps)
     t0 = time.time()
+    _seed_stage(cfg, "ppo")
     tok, attn, base = ctx["tokenizer"], ctx["attn"], ctx["base_path"]
     train_dt, frozen_dt = ctx["dtypes"]
     empty = ctx["empty"]
@@ -224,12 +341,14 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
             disable_dropout(m)
 
     g = algo.generation
-    engine = HFGenerateEngine(tok, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+    engine = HFGenerateEngine(tok, max_new_tokens=g.max_new_tokens,
+                              temperature=0.0 if g.greedy else g.temperature,
                               top_p=g.top_p, top_k=g.top_k, stop_strings=tuple(g.stop_strings),
                               max_prompt_length=g.max_prompt_length)
     data = ctx["data"]
     start_file = Path(cfg.run_dir) / "ppo_start.json"
-    resumed = bool(cfg.ckpt_path) and start_file.exists()
+    ckpt = stage_checkpoint(cfg, "ppo")
+    resumed = ckpt is not None and start_file.exists()
 
     def start_eval(m):  # before the first step, with the models set up (sharded, on device)
         out = heldout_eval(cfg, ctx, m.policy, ref_model=m.ref_model,
@@ -248,9 +367,12 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     # The module stops the fit after ``algo.steps`` PPO steps (its own counter); epochs over the
     # step loader are unbounded, so a finished run resumed with a larger algo.steps goes on.
     trainer = make_trainer(cfg, "ppo", max_steps=-1, max_epochs=-1,
-                           callbacks=[PPOCheckpoint(ckpt_dir, algo.ckpt_every)])
+                           callbacks=[PPOCheckpoint(ckpt_dir, algo.ckpt_every),
+                                      rng_state_callback()], summary=summary)
     steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
-    trainer.fit(module, steps, ckpt_path=cfg.ckpt_path)
+    if ckpt:
+        log.info("Resuming the ppo stage from %s", ckpt)
+    trainer.fit(module, steps, ckpt_path=ckpt, weights_only=True)
     start = module.start_metrics or (json.loads(start_file.read_text()) if start_file.exists()
                                      else {})
     end = heldout_eval(cfg, ctx, module.policy, ref_model=module.ref_model,
@@ -342,6 +464,7 @@ def run_base_eval_stage(cfg, ctx, summary: Summary) -> None:
     if not cfg.evaluation.enabled:
         log.warning("algo=none with evaluation.enabled=false: nothing to run")
         return
+    _seed_stage(cfg, "none")
     base = _frozen_base(cfg, ctx)
     heldout_eval(cfg, ctx, base, reward_model=_eval_reward_model(cfg, ctx), title="base model",
                  summary=summary)
@@ -353,6 +476,7 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
     from mplus.modules.causal_lm import CausalLMModule
 
     t0 = time.time()
+    _seed_stage(cfg, "sft")
     tok, data = ctx["tokenizer"], ctx["data"]
     policy = _trainable_policy(cfg, ctx)
     collate = SFTCollator(tok.pad_token_id)
@@ -381,6 +505,7 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     from mplus.modules.dpo import DPOModule, attach_reference_logps, precompute_reference_logps
 
     t0 = time.time()
+    _seed_stage(cfg, "dpo")
     tok, data = ctx["tokenizer"], ctx["data"]
     policy = _trainable_policy(cfg, ctx)
     ref = None if cfg.model.lora.enabled else _frozen_base(cfg, ctx, empty=ctx["empty"])
@@ -433,6 +558,8 @@ def run(cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary(run_dir / "summary.json")
+    if cfg.ckpt_path and summary.path.exists():  # resuming: keep what finished stages recorded
+        summary.update(json.loads(summary.path.read_text()))
     check_hardware(cfg.hardware)
     check_parallel_plan(cfg)
     attn = resolve_attn_implementation(cfg.hardware)

@@ -287,8 +287,6 @@ def test_every_torch_load_in_mplus_passes_weights_only_true():
                 if "from torch import load" in f.read_text()]
 
 
-@pytest.mark.xfail(strict=False, reason="mplus/pipeline.py (another owner) does not yet pass "
-                   "weights_only=True to trainer.fit(ckpt_path=...); torch>=2.6 defaults to it")
 def test_every_lightning_resume_passes_weights_only_true():
     for f in sorted((REPO / "mplus").rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text(), str(f))):

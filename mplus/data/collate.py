@@ -139,25 +139,81 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     visits every item once; the order is a function of ``seed`` and the epoch. ``batch_size`` is
     the global batch: under data parallelism every rank draws the same batches and takes its
     slice, so N ranks see exactly the batches one process would.
+
+    Iterated on its own, each pass is the next epoch. A :class:`ResumableDataLoader` drives it
+    instead: it pins the epoch and the first batch of each pass (:meth:`pin`), so a resumed run
+    continues mid-epoch at the batch it stopped at.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, group: int = 16):
         self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
         self.epoch = 0
+        self._pinned: tuple[int, int] | None = None
 
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        self.epoch += 1
+    def pin(self, epoch: int, start: int = 0) -> None:
+        """Every later pass draws ``epoch`` from its batch ``start`` on (a torch DataLoader with
+        workers iterates the sampler twice per pass, so the pass cannot count epochs itself)."""
+        self._pinned = (epoch, start)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of ``epoch``, in order."""
+        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         idx = torch.randperm(len(self.lengths), generator=g).tolist()
         mega = self.batch_size * self.group
         batches = []
         for i in range(0, len(idx), mega):
             chunk = sorted(idx[i : i + mega], key=lambda j: self.lengths[j], reverse=True)
             batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=g).tolist():
-            part = _rank_slice(batches[b])
-            if part:
-                yield part
+        return [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self):
+        if self._pinned is None:
+            epoch, start = self.epoch, 0
+            self.epoch += 1
+        else:
+            epoch, start = self._pinned
+        parts = [_rank_slice(b) for b in self.batches(epoch)[start:]]
+        return iter([p for p in parts if p])
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class ResumableDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader over a :class:`LengthGroupedBatchSampler` whose position checkpoints hold.
+
+    Lightning 2.6 saves the ``state_dict()`` of every training loader that has one (the
+    ``_Stateful`` protocol: ``FitLoop.on_save_checkpoint`` -> ``CombinedLoader._state_dicts``,
+    under ``loops.fit_loop.state_dict.combined_loader``) and, on resume, calls
+    ``load_state_dict`` before it creates the first iterator (``FitLoop.setup_data``). A plain
+    DataLoader has no state, so Lightning restarts the epoch at its first batch.
+
+    The state is the epoch being drawn and how many of its batches were *handed out* (counted
+    here, not in the sampler: workers prefetch ahead of training). Each ``iter()`` is the next
+    epoch; after a resume the first one draws the saved epoch from the first batch not handed
+    out, and Lightning counts its batches on from the restored progress.
+    """
+
+    def __init__(self, dataset, batch_sampler: LengthGroupedBatchSampler, **kwargs):
+        super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+        self._next = (0, 0)  # (epoch, first batch) of the next iter()
+        self._epoch, self._served = 0, 0  # the pass in progress
+
+    def __iter__(self):
+        (epoch, start), self._next = self._next, (self._next[0] + 1, 0)
+        self._epoch, self._served = epoch, start
+        self.batch_sampler.pin(epoch, start)
+        return self._counted(super().__iter__())
+
+    def _counted(self, it):
+        for batch in it:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict) -> None:
+        # Saved after an epoch's last batch, the first pass is empty: Lightning ends that epoch
+        # (its hooks, as the killed run would have) and the next iter() starts the next one.
+        self._next = (int(state["epoch"]), int(state["batches"]))

@@ -62,6 +62,18 @@ def ensure_tiny_base(model_cfg, cache_dir: Path) -> Path:
 
 
 def pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
+    """Pretrain the tiny base from ``model_cfg.pretrain.seed`` and save it in ``out_dir``.
+
+    The caller's global RNG states are left as they were (the run's stages seed themselves
+    anyway; see ``mplus.pipeline.stage_seed``), so a cold cache changes nothing downstream.
+    """
+    from lightning.pytorch.utilities.seed import isolate_rng
+
+    with isolate_rng():
+        return _pretrain_tiny_base(model_cfg, out_dir)
+
+
+def _pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
     import lightning as L
     from transformers import MistralForCausalLM
 

@@ -32,10 +32,16 @@ def token_scores(model, input_ids, attention_mask, position_ids=None) -> torch.T
     captured: list[torch.Tensor] = []
     hook = score_head(model).register_forward_hook(lambda m, a, out: captured.append(out))
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
     finally:
         hook.remove()
-    return captured[-1][..., 0].float()
+    scores = captured[-1][..., 0].float()
+    if torch.is_grad_enabled() and out.logits.requires_grad:
+        # Keep the model's returned output on the autograd path: FSDP2 re-gathers the root's
+        # parameters (the head among them) for backward from hooks on that output, and a loss
+        # built from the captured tensor alone would run the head's backward on freed storage.
+        scores = scores + 0.0 * out.logits.float().sum()
+    return scores
 
 
 def last_positions(attention_mask) -> torch.Tensor:

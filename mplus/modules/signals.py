@@ -52,7 +52,7 @@ STATUS_KEYS = (
 def fault_callbacks(stage: str, summary=None) -> list[L.Callback]:
     """The callbacks every stage's trainer gets (before the stage's own, so a divergence is
     caught before a checkpoint callback runs)."""
-    return [FiniteGuard(stage), StopOnSignal(stage, summary), PurgeResumedSteps()]
+    return [FiniteGuard(stage), StopOnSignal(stage, summary), PurgeResumedSteps(stage, summary)]
 
 
 def _steps_done(trainer, pl_module) -> int:
@@ -178,10 +178,27 @@ class PurgeResumedSteps(L.Callback):
     restored optimiser step (Lightning logs batch ``k`` at step ``k``).
     """
 
+    def __init__(self, stage: str = "", summary=None):
+        self.stage, self.summary = stage, summary
+
+    def _earlier_stage(self) -> str | None:
+        """A stage that logged into the same ``tb/`` earlier in this run (PPO after its RM)."""
+        for key in self.summary or {}:
+            group = key.split("/", 1)[0]
+            if key.endswith("/steps") and group != self.stage:
+                return group
+        return None
+
     def on_train_start(self, trainer, pl_module) -> None:
         if not trainer.ckpt_path or not trainer.is_global_zero:
             return
         step = getattr(pl_module, "next_log_step", trainer.global_step)
+        if (earlier := self._earlier_stage()) is not None:
+            # a purge drops every tag at steps >= step, the earlier stage's curves too
+            log.warning("Resumed %s at step %d in a run dir whose tb/ also holds the %s stage: "
+                        "steps the interrupted process logged after its checkpoint stay (the "
+                        "resumed values follow them at the same steps)", self.stage, step, earlier)
+            return
         for logger in trainer.loggers:
             writer = getattr(logger, "experiment", None)
             if not (hasattr(writer, "purge_step") and hasattr(writer, "_get_file_writer")):

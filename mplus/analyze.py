@@ -32,8 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Overrides that never name a run (paths, plumbing); ``hydra.*`` overrides are not job overrides.
-IGNORED_OVERRIDES = ("cache_dir", "progress_bar", "ckpt_path", "evaluation.reward_model",
-                     "algo.reward_model", "objective")
+IGNORED_OVERRIDES = (
+    "cache_dir",
+    "progress_bar",
+    "ckpt_path",
+    "evaluation.reward_model",
+    "algo.reward_model",
+    "objective",
+)
 
 # Table columns: (column, TensorBoard tag averaged over the last logged values, summary key).
 TRAIN_COLUMNS = (
@@ -44,8 +50,14 @@ TRAIN_COLUMNS = (
     ("stop_rate", "ppo/stop_rate", None),
     ("rm_accuracy", None, "rm/val_accuracy"),
 )
-EVAL_COLUMNS = ("eval/reward", "eval/gold_reward", "eval/kl", "eval/response_length",
-                "eval/stop_rate", "eval/probe_nll")
+EVAL_COLUMNS = (
+    "eval/reward",
+    "eval/gold_reward",
+    "eval/kl",
+    "eval/response_length",
+    "eval/stop_rate",
+    "eval/probe_nll",
+)
 
 
 # ---------------------------------------------------------------- overrides and run names
@@ -57,8 +69,11 @@ def run_overrides(run_dir: Path) -> list[str]:
     if not f.exists():
         return []
     lines = [ln[2:].strip() for ln in f.read_text().splitlines() if ln.startswith("- ")]
-    return [ln for ln in lines if not ln.startswith("hydra.")
-            and _override_key(ln) not in IGNORED_OVERRIDES]
+    return [
+        ln
+        for ln in lines
+        if not ln.startswith("hydra.") and _override_key(ln) not in IGNORED_OVERRIDES
+    ]
 
 
 def _override_key(override: str) -> str:
@@ -74,8 +89,10 @@ def run_names(run_dirs: list[Path]) -> list[str]:
     """Name each run by its overrides, less those that every listed run shares."""
     overrides = [run_overrides(d) for d in run_dirs]
     common = set.intersection(*map(set, overrides)) if overrides else set()
-    return [" ".join(o for o in ov if o not in common) or Path(d).name
-            for d, ov in zip(run_dirs, overrides, strict=True)]
+    return [
+        " ".join(o for o in ov if o not in common) or Path(d).name
+        for d, ov in zip(run_dirs, overrides, strict=True)
+    ]
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -91,8 +108,10 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if _is_run(p):
             found.append(p)
             continue
-        runs = sorted({d.parent for d in p.rglob(".hydra") if d.is_dir()}
-                      | {f.parent for f in p.rglob("summary.json")})
+        runs = sorted(
+            {d.parent for d in p.rglob(".hydra") if d.is_dir()}
+            | {f.parent for f in p.rglob("summary.json")}
+        )
         runs = [r for r in runs if not any(r != o and o in r.parents for o in runs)]
         if not runs:
             raise FileNotFoundError(f"{p}: no runs there (no .hydra/, summary.json or tb/)")
@@ -203,8 +222,15 @@ def load_run(run_dir: Path, name: str, last: int = 5) -> Run:
         status = "failed" if _log_has_error(run_dir) else "incomplete"
         if summary:
             issues.append("summary.json without time/total_s (run stopped before its end)")
-    run = Run(run_dir, name, status, override_dict(run_overrides(run_dir)), summary,
-              events.scalars, issues)
+    run = Run(
+        run_dir,
+        name,
+        status,
+        override_dict(run_overrides(run_dir)),
+        summary,
+        events.scalars,
+        issues,
+    )
     run.final = final_metrics(run, last)
     return run
 
@@ -253,8 +279,9 @@ def _steps(run: Run) -> int | None:
     for stage in ("ppo", "dpo", "sft", "rm"):
         if isinstance(run.summary.get(f"{stage}/steps"), int | float):
             return int(run.summary[f"{stage}/steps"])
-        logged = [pts[-1][0] for tag, pts in run.scalars.items()
-                  if tag.startswith(f"{stage}/") and pts]
+        logged = [
+            pts[-1][0] for tag, pts in run.scalars.items() if tag.startswith(f"{stage}/") and pts
+        ]
         if logged:
             return max(logged)
     return None
@@ -269,12 +296,15 @@ def _given_rm_accuracy(run_dir: Path) -> float | None:
         cfg = yaml.safe_load(f.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return None
-    for path in ((cfg.get("algo") or {}).get("reward_model"),
-                 (cfg.get("evaluation") or {}).get("reward_model")):
+    for path in (
+        (cfg.get("algo") or {}).get("reward_model"),
+        (cfg.get("evaluation") or {}).get("reward_model"),
+    ):
         if isinstance(path, str) and not path.startswith("${"):
             try:
-                return float(json.loads((Path(path) / "reward_stats.json").read_text())[
-                    "val_accuracy"])
+                return float(
+                    json.loads((Path(path) / "reward_stats.json").read_text())["val_accuracy"]
+                )
             except (OSError, ValueError, KeyError):
                 continue
     return None
@@ -289,15 +319,23 @@ def collect_runs(paths: list[str | Path], last: int = 5) -> list[Run]:
     dirs = find_runs(paths)
     runs = [load_run(d, n, last) for d, n in zip(dirs, run_names(dirs), strict=True)]
     started = [set(run_overrides(d)) for d in dirs]
-    pending = [pt for p in map(Path, paths) for pt in sweep_points(p)
-               if set(pt[1]) not in started]
+    pending = [pt for p in map(Path, paths) for pt in sweep_points(p) if set(pt[1]) not in started]
     if pending:
         all_ov = [*(run_overrides(d) for d in dirs), *(ov for _, ov in pending)]
         common = set.intersection(*map(set, all_ov))
         for root, ov in pending:
             name = " ".join(o for o in ov if o not in common)
-            runs.append(Run(root / "(not started)", name, "pending", override_dict(ov), {}, {},
-                            ["not started yet"]))
+            runs.append(
+                Run(
+                    root / "(not started)",
+                    name,
+                    "pending",
+                    override_dict(ov),
+                    {},
+                    {},
+                    ["not started yet"],
+                )
+            )
         # names are relative to every run, pending ones included
         for r, d in zip(runs, dirs, strict=False):
             r.name = " ".join(o for o in run_overrides(d) if o not in common) or d.name
@@ -354,6 +392,7 @@ def metric_value(run: Run, metric: str) -> float | None:
 
 def sort_runs(runs: list[Run], metric: str, ascending: bool = False) -> list[Run]:
     """Sorted by ``metric``; runs without it (failed, incomplete) go last."""
+
     def key(r: Run):
         v = metric_value(r, metric)
         if v is None or math.isnan(v):
@@ -367,9 +406,18 @@ def table_rows(runs: list[Run]) -> tuple[list[str], list[list]]:
     keys = varying_keys(runs)
     metric_cols = [c for c, _, _ in TRAIN_COLUMNS] + list(EVAL_COLUMNS)
     header = ["run", "status", *keys, "steps", *metric_cols, "issues", "dir"]
-    rows = [[r.name, r.status, *[r.overrides.get(k, "") for k in keys], r.final.get("steps"),
-             *[r.final.get(c) for c in metric_cols], "; ".join(r.issues), str(r.dir)]
-            for r in runs]
+    rows = [
+        [
+            r.name,
+            r.status,
+            *[r.overrides.get(k, "") for k in keys],
+            r.final.get("steps"),
+            *[r.final.get(c) for c in metric_cols],
+            "; ".join(r.issues),
+            str(r.dir),
+        ]
+        for r in runs
+    ]
     return header, rows
 
 
@@ -382,6 +430,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def format_table(header: list[str], rows: list[list]) -> str:
     """Console table: every column of the CSV except the issues and the directory."""
+
     def fmt(v):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
@@ -404,8 +453,10 @@ def _style(runs: list[Run]):
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10" if len(runs) <= 10 else "tab20"]
-    return {id(r): {"color": cmap(i % cmap.N), "ls": "-" if r.status == "ok" else "--"}
-            for i, r in enumerate(runs)}
+    return {
+        id(r): {"color": cmap(i % cmap.N), "ls": "-" if r.status == "ok" else "--"}
+        for i, r in enumerate(runs)
+    }
 
 
 def _label(r: Run) -> str:
@@ -420,8 +471,7 @@ def plot_curves(runs: list[Run], path: Path) -> None:
     style = _style(runs)
     ncols = min(4, max(1, len(tags)))
     nrows = max(1, math.ceil(len(tags) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows + 0.6), squeeze=False)
     for ax, tag in zip(axes.flat, tags, strict=False):
         for r in runs:
             pts = r.scalars.get(tag)
@@ -431,15 +481,22 @@ def plot_curves(runs: list[Run], path: Path) -> None:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(tags):]:
+    for ax in axes.flat[len(tags) :]:
         ax.axis("off")
     if not tags:
         axes.flat[0].text(0.5, 0.5, "no curves logged yet", ha="center", va="center")
     handles = [plt.Line2D([], [], **style[id(r)]) for r in runs]
-    fig.legend(handles, [_label(r) for r in runs], loc="upper center",
-               ncol=min(len(runs), 4), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * nrows + 0.6) - 0.02 * math.ceil(
-        len(runs) / 4)))
+    fig.legend(
+        handles,
+        [_label(r) for r in runs],
+        loc="upper center",
+        ncol=min(len(runs), 4),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.tight_layout(
+        rect=(0, 0, 1, 1 - 0.5 / (3.0 * nrows + 0.6) - 0.02 * math.ceil(len(runs) / 4))
+    )
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -480,33 +537,49 @@ def plot_frontier(runs: list[Run], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     style = _style(runs)
-    panels = [("held-out eval", ["eval/kl"], "eval/reward", "eval/gold_reward"),
-              ("end of training", ["kl"], "reward", "gold_reward")]
+    panels = [
+        ("held-out eval", ["eval/kl"], "eval/reward", "eval/gold_reward"),
+        ("end of training", ["kl"], "reward", "gold_reward"),
+    ]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), squeeze=False)
     for row, (title, xs, rkey, gkey) in enumerate(panels):
         for col, ykey in enumerate((rkey, gkey)):
             ax = axes[row][col]
             pts = _xy(runs, xs, [ykey])
             for r, x, y in pts:
-                ax.scatter([x], [y], color=style[id(r)]["color"], s=40,
-                           marker="o" if r.status == "ok" else "x")
-                ax.annotate(r.name, (x, y), fontsize=7, xytext=(4, 3),
-                            textcoords="offset points")
+                ax.scatter(
+                    [x],
+                    [y],
+                    color=style[id(r)]["color"],
+                    s=40,
+                    marker="o" if r.status == "ok" else "x",
+                )
+                ax.annotate(r.name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
             xy = [(x, y) for _, x, y in pts]
             base = _base_point(runs, ykey) if row == 0 else None
             if base is not None:  # the policy before PPO: the frontier's start
                 ax.scatter([base[0]], [base[1]], color="black", marker="*", s=90, zorder=3)
-                ax.annotate("base (before PPO)", base, fontsize=7, xytext=(4, -10),
-                            textcoords="offset points")
+                ax.annotate(
+                    "base (before PPO)",
+                    base,
+                    fontsize=7,
+                    xytext=(4, -10),
+                    textcoords="offset points",
+                )
                 xy.append(base)
             front = pareto_front(xy)
             if len(front) > 1:
-                ax.plot(*zip(*front, strict=True), color="gray", lw=1, ls=":",
-                        label="frontier")
+                ax.plot(*zip(*front, strict=True), color="gray", lw=1, ls=":", label="frontier")
                 ax.legend(fontsize=7)
             if not pts:
-                ax.text(0.5, 0.5, "no runs with both numbers", ha="center", va="center",
-                        transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no runs with both numbers",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
             ax.set_xlabel(f"KL to the base ({xs[0]})", fontsize=8)
             ax.set_ylabel(ykey, fontsize=8)
             ax.set_title(f"{ykey} vs KL ({title})", fontsize=9)
@@ -528,8 +601,15 @@ def plot_length(runs: list[Run], path: Path) -> None:
             ax.plot(*zip(*pts, strict=True), lw=1.2, label=_label(r), **style[id(r)])
         ev = r.scalars.get("eval/response_length")
         if ev:
-            ax.scatter([ev[-1][0]], [ev[-1][1]], color=style[id(r)]["color"], marker="*",
-                       s=80, zorder=3, **({} if pts else {"label": _label(r)}))
+            ax.scatter(
+                [ev[-1][0]],
+                [ev[-1][1]],
+                color=style[id(r)]["color"],
+                marker="*",
+                s=80,
+                zorder=3,
+                **({} if pts else {"label": _label(r)}),
+            )
     ax.set_xlabel("PPO step")
     ax.set_ylabel("response length (tokens)")
     ax.set_title("Response length over training (* = held-out eval at the end)")
@@ -537,8 +617,9 @@ def plot_length(runs: list[Run], path: Path) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no response lengths logged", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no response lengths logged", ha="center", va="center", transform=ax.transAxes
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -547,8 +628,14 @@ def plot_length(runs: list[Run], path: Path) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def analyze(paths: list[str | Path], out: Path | None = None, sort: str = "eval/gold_reward",
-            ascending: bool = False, last: int = 5, plots: bool = True) -> tuple[list[Run], Path]:
+def analyze(
+    paths: list[str | Path],
+    out: Path | None = None,
+    sort: str = "eval/gold_reward",
+    ascending: bool = False,
+    last: int = 5,
+    plots: bool = True,
+) -> tuple[list[Run], Path]:
     """Read the runs, write ``runs.csv`` and the PNGs into ``out``; return (runs, out)."""
     import matplotlib
 
@@ -566,21 +653,31 @@ def analyze(paths: list[str | Path], out: Path | None = None, sort: str = "eval/
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mplus.analyze",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m mplus.analyze", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("paths", nargs="+", help="multirun dir(s) or run dir(s)")
-    p.add_argument("--sort", default="eval/gold_reward",
-                   help="column, summary.json key or TensorBoard tag (default eval/gold_reward)")
+    p.add_argument(
+        "--sort",
+        default="eval/gold_reward",
+        help="column, summary.json key or TensorBoard tag (default eval/gold_reward)",
+    )
     p.add_argument("--ascending", action="store_true", help="smallest first")
-    p.add_argument("--out", type=Path, help="where runs.csv and the PNGs go "
-                   "(default <first path>/analysis)")
-    p.add_argument("--last", type=int, default=5,
-                   help="final training numbers = mean of the last N logged values (default 5)")
+    p.add_argument(
+        "--out", type=Path, help="where runs.csv and the PNGs go (default <first path>/analysis)"
+    )
+    p.add_argument(
+        "--last",
+        type=int,
+        default=5,
+        help="final training numbers = mean of the last N logged values (default 5)",
+    )
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     try:
-        runs, out = analyze(args.paths, args.out, args.sort, args.ascending, args.last,
-                            plots=not args.no_plots)
+        runs, out = analyze(
+            args.paths, args.out, args.sort, args.ascending, args.last, plots=not args.no_plots
+        )
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -595,8 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in bad:
             print(f"  {r.name}: {r.status}; {'; '.join(r.issues) or 'no details'}  [{r.dir}]")
     print(f"\nsorted by {args.sort} ({'ascending' if args.ascending else 'descending'})")
-    written = ["runs.csv"] + ([] if args.no_plots else
-                              ["curves.png", "frontier.png", "response_length.png"])
+    written = ["runs.csv"] + (
+        [] if args.no_plots else ["curves.png", "frontier.png", "response_length.png"]
+    )
     print("wrote: " + ", ".join(str(out / w) for w in written))
     return 0
 

@@ -15,8 +15,14 @@ from pathlib import Path
 
 from mplus.analyze import run_names
 
-COLUMNS = ("eval/gold_reward", "eval/reward", "eval/kl", "eval/response_length",
-           "eval/stop_rate", "eval/probe_nll")
+COLUMNS = (
+    "eval/gold_reward",
+    "eval/reward",
+    "eval/kl",
+    "eval/response_length",
+    "eval/stop_rate",
+    "eval/probe_nll",
+)
 
 
 def collect(paths: list[str]) -> list[tuple[str, dict]]:
@@ -26,8 +32,11 @@ def collect(paths: list[str]) -> list[tuple[str, dict]]:
     """
     files = []
     for p in map(Path, paths):
-        found = [p / "summary.json"] if (p / "summary.json").exists() else sorted(
-            p.rglob("summary.json"))
+        found = (
+            [p / "summary.json"]
+            if (p / "summary.json").exists()
+            else sorted(p.rglob("summary.json"))
+        )
         if not found:
             raise FileNotFoundError(f"{p}: no summary.json (not a run dir or multirun dir)")
         files += found
@@ -42,8 +51,13 @@ def table(rows: list[tuple[str, dict]], columns=COLUMNS) -> str:
     header = ["run", *[c.removeprefix("eval/") for c in columns]]
     body = [[name, *[fmt(s.get(c)) for c in columns]] for name, s in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                               for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    def line(r):
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
 
 

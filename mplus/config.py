@@ -163,7 +163,9 @@ class HHDataConfig(DataConfig):
     hub_path: str = "Anthropic/hh-rlhf"
     files: Any = None  # local JSONL(.gz) path(s) in the hub format; replaces the hub download
     mix: dict[str, float] = field(default_factory=lambda: {"harmless-base": 1.0})
-    max_pairs: int | None = None  # total train pairs drawn by the mix; null = as many as the mix allows
+    max_pairs: int | None = (
+        None  # total train pairs drawn by the mix; null = as many as the mix allows
+    )
     val_fraction: float = 0.05
     num_prompts: int | None = None  # PPO prompts (from train pairs); null = all
 
@@ -227,11 +229,14 @@ class GenerationConfig:
         _check(self.max_new_tokens > 0, "algo.generation.max_new_tokens", "must be > 0")
         # PPO's rollouts: the update scores the sampled tokens with log-probs at this temperature,
         # so it must be a sampling temperature; greedy decoding (0) is for held-out evaluation
-        _check(self.temperature > 0, "algo.generation.temperature",
-               f"must be > 0 for PPO rollouts, got {self.temperature}: the policy is trained on "
-               "log-probs of sampled responses at this temperature, and 0 (greedy) has none. "
-               "For greedy held-out evaluation set evaluation.temperature=0 (greedy rollouts for "
-               "reproducibility checks: algo.generation.greedy=true)")
+        _check(
+            self.temperature > 0,
+            "algo.generation.temperature",
+            f"must be > 0 for PPO rollouts, got {self.temperature}: the policy is trained on "
+            "log-probs of sampled responses at this temperature, and 0 (greedy) has none. "
+            "For greedy held-out evaluation set evaluation.temperature=0 (greedy rollouts for "
+            "reproducibility checks: algo.generation.greedy=true)",
+        )
         _check(0 < self.top_p <= 1, "algo.generation.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "algo.generation.top_k", "must be >= 0")
 
@@ -265,9 +270,12 @@ class KLConfig:
         # As a loss term the estimator is differentiated through log p at fixed samples: k1's
         # expected gradient is E[grad log p] = 0, k2's is exactly grad KL(policy || ref), k3's is
         # grad KL(ref || policy) (GRPO's choice). In the reward any of them works.
-        _check(self.in_reward or self.estimator != "k1", "algo.kl.estimator",
-               "k1 has zero expected gradient as a loss term (algo.kl.in_reward=false): "
-               "use k2 (exact gradient of KL) or k3")
+        _check(
+            self.in_reward or self.estimator != "k1",
+            "algo.kl.estimator",
+            "k1 has zero expected gradient as a loss term (algo.kl.in_reward=false): "
+            "use k2 (exact gradient of KL) or k3",
+        )
 
 
 @dataclass
@@ -357,8 +365,11 @@ class DPOConfig(StageConfig):
         _check(self.beta > 0, "algo.beta", "must be > 0")
         _in(self.loss_type, ("sigmoid", "ipo", "hinge"), "algo.loss_type")
         _check(0 <= self.label_smoothing <= 0.5, "algo.label_smoothing", "must be in [0, 0.5]")
-        _check(self.label_smoothing == 0 or self.loss_type == "sigmoid", "algo.label_smoothing",
-               "only applies to loss_type=sigmoid")
+        _check(
+            self.label_smoothing == 0 or self.loss_type == "sigmoid",
+            "algo.label_smoothing",
+            "only applies to loss_type=sigmoid",
+        )
 
 
 @dataclass
@@ -463,8 +474,11 @@ class HardwareConfig:
             "hardware.attn_implementation",
         )
         _check(self.num_nodes >= 1, "hardware.num_nodes", "must be >= 1")
-        _check(isinstance(self.devices, int) and self.devices >= 1 or self.devices == "auto",
-               "hardware.devices", f"must be a positive int or 'auto', got {self.devices!r}")
+        _check(
+            isinstance(self.devices, int) and self.devices >= 1 or self.devices == "auto",
+            "hardware.devices",
+            f"must be a positive int or 'auto', got {self.devices!r}",
+        )
         if self.process_group_backend is not None:
             _in(self.process_group_backend, ("nccl", "gloo"), "hardware.process_group_backend")
         if self.gpu_memory_gb is not None:
@@ -498,8 +512,13 @@ class TrainConfig:
     objective: str = "ppo/gold_reward_end"
 
 
-ALGO_SCHEMAS = {"rm": RMConfig, "ppo": PPOConfig, "dpo": DPOConfig, "sft": SFTConfig,
-                "none": NoneConfig}
+ALGO_SCHEMAS = {
+    "rm": RMConfig,
+    "ppo": PPOConfig,
+    "dpo": DPOConfig,
+    "sft": SFTConfig,
+    "none": NoneConfig,
+}
 DATA_SCHEMAS = {"synthetic": SyntheticDataConfig, "hh_rlhf": HHDataConfig}
 
 

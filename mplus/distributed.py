@@ -153,8 +153,10 @@ def decoder_layer_classes(model: torch.nn.Module) -> set[type]:
         names.update(getattr(m, "_no_split_modules", None) or [])
     classes = {type(m) for m in model.modules() if type(m).__name__ in names}
     if not classes:
-        raise ValueError(f"{type(model).__name__}: no decoder-layer class found to wrap "
-                         f"(_no_split_modules={sorted(names)})")
+        raise ValueError(
+            f"{type(model).__name__}: no decoder-layer class found to wrap "
+            f"(_no_split_modules={sorted(names)})"
+        )
     return classes
 
 
@@ -169,8 +171,15 @@ def wrap_units(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m) in classes] + [root]
 
 
-def shard_model(model: torch.nn.Module, mesh, settings, *, precision: str = "32-true",
-                trainable: bool = True, device=None) -> torch.nn.Module:
+def shard_model(
+    model: torch.nn.Module,
+    mesh,
+    settings,
+    *,
+    precision: str = "32-true",
+    trainable: bool = True,
+    device=None,
+) -> torch.nn.Module:
     """Apply FSDP2 ``fully_shard`` to each decoder layer and the root of ``model`` (in place).
 
     Args:
@@ -197,8 +206,9 @@ def shard_model(model: torch.nn.Module, mesh, settings, *, precision: str = "32-
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     kw = {"mesh": mesh, "reshard_after_forward": settings.reshard_after_forward}
     if precision.startswith("bf16"):
-        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16,
-                                               reduce_dtype=torch.float32)
+        kw["mp_policy"] = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32
+        )
     if not trainable and settings.offload_frozen:
         kw["offload_policy"] = CPUOffloadPolicy()
     # marked by the builder on the HF model, which may sit inside a wrapper (ValueModel)
@@ -212,8 +222,13 @@ def shard_model(model: torch.nn.Module, mesh, settings, *, precision: str = "32-
         _fill_from_rank0(model, full, buffers, device or torch.device("cpu"))
     model._mplus_sharded = True
     model._mplus_reshard = settings.reshard_after_forward
-    log.info("FSDP: %s sharded in %d units (%d decoder layers) over %d ranks",
-             type(model).__name__, len(units), len(units) - 1, mesh.size())
+    log.info(
+        "FSDP: %s sharded in %d units (%d decoder layers) over %d ranks",
+        type(model).__name__,
+        len(units),
+        len(units) - 1,
+        mesh.size(),
+    )
     return model
 
 
@@ -228,8 +243,9 @@ def _fill_from_rank0(model, full: dict, buffers: dict, device) -> None:
         with torch.no_grad():
             for name, b in buffers.items():  # non-persistent buffers are not in the state dict
                 own[name].copy_(b)
-    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True,
-                                                               broadcast_from_rank0=True))
+    set_model_state_dict(
+        model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    )
 
 
 def _fsdp_units(model: torch.nn.Module) -> list:
@@ -271,8 +287,11 @@ def unsharded_peft_copy(model: torch.nn.Module, full: dict) -> torch.nn.Module:
     from transformers import PreTrainedModel
 
     base = model.get_base_model()
-    cls = next(c for c in type(base).__mro__
-               if issubclass(c, PreTrainedModel) and not issubclass(c, FSDPModule))
+    cls = next(
+        c
+        for c in type(base).__mro__
+        if issubclass(c, PreTrainedModel) and not issubclass(c, FSDPModule)
+    )
     with parameters_on_meta():
         fresh = cls(base.config)
     peft_cfg = next(iter(model.peft_config.values()))
@@ -287,6 +306,7 @@ def full_state_dict(model: torch.nn.Module) -> dict | None:
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                              cpu_offload=True))
+    sd = get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
     return sd if is_rank_zero() else None

@@ -48,8 +48,9 @@ def probe_nll(model, tokenizer, texts: list[str], batch_size: int = 32) -> float
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(texts), batch_size):
-        ids, mask = pad_right(encode_texts(tokenizer, texts[i : i + batch_size]),
-                              tokenizer.pad_token_id)
+        ids, mask = pad_right(
+            encode_texts(tokenizer, texts[i : i + batch_size]), tokenizer.pad_token_id
+        )
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         lp = A.logprobs_from_logits(logits, ids[:, 1:])
@@ -60,8 +61,18 @@ def probe_nll(model, tokenizer, texts: list[str], batch_size: int = 32) -> float
 
 
 @torch.no_grad()
-def evaluate_policy(policy, tokenizer, prompts: list[str], engine, *, ref_model=None,
-                    reward_model=None, gold_fn=None, probe_texts=None, seed: int = 0) -> dict:
+def evaluate_policy(
+    policy,
+    tokenizer,
+    prompts: list[str],
+    engine,
+    *,
+    ref_model=None,
+    reward_model=None,
+    gold_fn=None,
+    probe_texts=None,
+    seed: int = 0,
+) -> dict:
     """Held-out numbers for one policy; keys without the ``eval/`` prefix.
 
     Returns:
@@ -84,7 +95,9 @@ def evaluate_policy(policy, tokenizer, prompts: list[str], engine, *, ref_model=
         scores = score_texts(reward_model, tokenizer, ro.prompts, ro.responses)
         out["reward"] = float(scores.mean())
     if gold_fn is not None:
-        scores = torch.tensor([gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses, strict=True)])
+        scores = torch.tensor(
+            [gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses, strict=True)]
+        )
         out["gold_reward"] = float(scores.mean())
     ref, ctx = reference_context(policy, ref_model)
     if ref is None:

@@ -66,9 +66,12 @@ def make_strategy(hw):
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         world = hw.devices * hw.num_nodes if isinstance(hw.devices, int) else "auto"
-        return ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
-                                     save_distributed_checkpoint=True,
-                                     process_group_backend=backend)
+        return ModelParallelStrategy(
+            data_parallel_size=world,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=True,
+            process_group_backend=backend,
+        )
     if hw.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 

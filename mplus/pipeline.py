@@ -43,9 +43,19 @@ class Summary(dict):
         self.path.write_text(json.dumps(clean, indent=2, sort_keys=True))
 
 
-def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = None,
-                 ckpt_every: int | None = None, callbacks=(), grad_clip: float | None = None,
-                 accumulate: int = 1, max_epochs: int = -1, summary: Summary | None = None):
+def make_trainer(
+    cfg,
+    stage: str,
+    *,
+    max_steps: int,
+    val_every: int | None = None,
+    ckpt_every: int | None = None,
+    callbacks=(),
+    grad_clip: float | None = None,
+    accumulate: int = 1,
+    max_epochs: int = -1,
+    summary: Summary | None = None,
+):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -53,12 +63,20 @@ def make_trainer(cfg, stage: str, *, max_steps: int, val_every: int | None = Non
     from mplus.modules.signals import AtomicCheckpointIO, fault_callbacks
 
     run_dir = Path(cfg.run_dir)
-    logger = TensorBoardLogger(save_dir=str(run_dir), name=cfg.logger.subdir, version="",
-                               default_hp_metric=False)
+    logger = TensorBoardLogger(
+        save_dir=str(run_dir), name=cfg.logger.subdir, version="", default_hp_metric=False
+    )
     cbs = [*fault_callbacks(stage, summary), *callbacks]  # stop signals, NaN, resumed curves
     if ckpt_every:
-        cbs.append(ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, filename="{step}",
-                                   save_last=True, save_top_k=1, **_ckpt_trigger(ckpt_every, val_every)))
+        cbs.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints" / stage,
+                filename="{step}",
+                save_last=True,
+                save_top_k=1,
+                **_ckpt_trigger(ckpt_every, val_every),
+            )
+        )
     return L.Trainer(
         **trainer_kwargs(cfg.hardware),
         max_steps=max_steps,
@@ -104,13 +122,17 @@ def check_parallel_plan(cfg) -> None:
     hw, algo = cfg.hardware, cfg.algo
     world = hw.devices * hw.num_nodes if isinstance(hw.devices, int) else None
     if algo.name == "ppo" and hw.strategy == "ddp":
-        raise HardwareError("algo=ppo trains with several backward passes per step, which DDP's "
-                            "reducer does not allow: use hardware.strategy=fsdp")
+        raise HardwareError(
+            "algo=ppo trains with several backward passes per step, which DDP's "
+            "reducer does not allow: use hardware.strategy=fsdp"
+        )
     if algo.name == "ppo" and world and world > 1:
         for key in ("rollout_batch_size", "minibatch_size"):
             if getattr(algo, key) % world:
-                raise HardwareError(f"algo.{key}={getattr(algo, key)} must be divisible by the "
-                                    f"{world} data-parallel ranks of hardware={hw.name}")
+                raise HardwareError(
+                    f"algo.{key}={getattr(algo, key)} must be divisible by the "
+                    f"{world} data-parallel ranks of hardware={hw.name}"
+                )
 
 
 # ---------------------------------------------------------------- seeds and resuming
@@ -159,10 +181,12 @@ def _rng_states() -> dict:
     import numpy as np
 
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": random.getstate()}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
 
 
 def _set_rng_states(state: dict) -> None:
@@ -230,16 +254,24 @@ def _pair_loader(dataset, batch_size, collate, shuffle, seed):
 def _fit_validate(cfg, stage: str, algo, module, train_dl, val_dl, summary: Summary, t0: float):
     """Fit a supervised-style stage (rm/sft/dpo), validate once more, record ``<stage>/*``."""
     val_every = min(algo.val_every, algo.max_steps)
-    trainer = make_trainer(cfg, stage, max_steps=algo.max_steps, val_every=val_every,
-                           ckpt_every=val_every, grad_clip=algo.grad_clip,
-                           accumulate=getattr(algo, "accumulate_grad_batches", 1),
-                           callbacks=[rng_state_callback()], summary=summary)
+    trainer = make_trainer(
+        cfg,
+        stage,
+        max_steps=algo.max_steps,
+        val_every=val_every,
+        ckpt_every=val_every,
+        grad_clip=algo.grad_clip,
+        accumulate=getattr(algo, "accumulate_grad_batches", 1),
+        callbacks=[rng_state_callback()],
+        summary=summary,
+    )
     ckpt = stage_checkpoint(cfg, stage)
     if ckpt:
         log.info("Resuming the %s stage from %s", stage, ckpt)
     trainer.fit(_sharded(module, cfg), train_dl, val_dl, ckpt_path=ckpt, weights_only=True)
     if trainer.global_step % min(algo.val_every, algo.max_steps) == 0 and any(
-            k.startswith(f"{stage}/val") for k in trainer.callback_metrics):
+        k.startswith(f"{stage}/val") for k in trainer.callback_metrics
+    ):
         metrics = trainer.callback_metrics  # the last step already validated
     else:
         metrics = trainer.validate(module, val_dl, verbose=False)[0]
@@ -262,22 +294,42 @@ def run_reward_model_stage(cfg, rm_cfg, ctx, summary: Summary) -> Path:
     t0 = time.time()
     _seed_stage(cfg, "rm")  # before the model: the score head is initialised from it
     tok = ctx["tokenizer"]
-    model = load_reward_model(ctx["base_path"], cfg.model, ctx["attn"],
-                              pad_token_id=tok.pad_token_id, dtype=ctx["dtypes"][0],
-                              empty=ctx["empty"])
+    model = load_reward_model(
+        ctx["base_path"],
+        cfg.model,
+        ctx["attn"],
+        pad_token_id=tok.pad_token_id,
+        dtype=ctx["dtypes"][0],
+        empty=ctx["empty"],
+    )
     model = apply_lora(model, cfg.model.lora, "SEQ_CLS")
     module = RewardModelModule(model, rm_cfg)
     collate = PairCollator(tok.pad_token_id)
     data = ctx["data"]
-    train_dl = _pair_loader(PairDataset(data.train_pairs, tok), rm_cfg.batch_size, collate, True, cfg.seed)
-    val_dl = _pair_loader(PairDataset(data.val_pairs, tok), rm_cfg.batch_size * 2, collate, False, cfg.seed)
+    train_dl = _pair_loader(
+        PairDataset(data.train_pairs, tok), rm_cfg.batch_size, collate, True, cfg.seed
+    )
+    val_dl = _pair_loader(
+        PairDataset(data.val_pairs, tok), rm_cfg.batch_size * 2, collate, False, cfg.seed
+    )
     _, metrics = _fit_validate(cfg, "rm", rm_cfg, module, train_dl, val_dl, summary, t0)
 
     out = Path(cfg.run_dir) / "reward_model"
-    export_model(module.model, tok, out, dtype=cfg.model.dtype, kind="reward_model", cfg=cfg,
-                 algo=rm_cfg, summary=summary)
-    stats = {"mean": metrics["rm/reward_mean"], "std": metrics["rm/reward_std"],
-             "val_accuracy": metrics["rm/val_accuracy"]}
+    export_model(
+        module.model,
+        tok,
+        out,
+        dtype=cfg.model.dtype,
+        kind="reward_model",
+        cfg=cfg,
+        algo=rm_cfg,
+        summary=summary,
+    )
+    stats = {
+        "mean": metrics["rm/reward_mean"],
+        "std": metrics["rm/reward_std"],
+        "val_accuracy": metrics["rm/val_accuracy"],
+    }
     if D.is_rank_zero():
         (out / "reward_stats.json").write_text(json.dumps(stats, indent=2))
     D.barrier()  # the next stage reads it on every rank
@@ -294,7 +346,9 @@ def _reward_model_for_ppo(cfg, algo, ctx, summary) -> Path:
     if algo.reward_model is not None:
         path = Path(algo.reward_model)
         if not (path / "config.json").exists():
-            raise FileNotFoundError(f"algo.reward_model={path}: no exported model (config.json) there")
+            raise FileNotFoundError(
+                f"algo.reward_model={path}: no exported model (config.json) there"
+            )
         return path
     path = Path(cfg.run_dir) / "reward_model"
     if (path / "reward_stats.json").exists():  # resuming a run whose RM stage finished
@@ -318,8 +372,12 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
 
     rm_path = _reward_model_for_ppo(cfg, algo, ctx, summary)
     if algo.steps <= algo.warmup_steps:
-        log.warning("algo.steps=%d <= algo.warmup_steps=%d: the whole run is learning-rate "
-                    "warmup and never reaches algo.policy_lr", algo.steps, algo.warmup_steps)
+        log.warning(
+            "algo.steps=%d <= algo.warmup_steps=%d: the whole run is learning-rate "
+            "warmup and never reaches algo.policy_lr",
+            algo.steps,
+            algo.warmup_steps,
+        )
     t0 = time.time()
     _seed_stage(cfg, "ppo")
     tok, attn, base = ctx["tokenizer"], ctx["attn"], ctx["base_path"]
@@ -328,57 +386,97 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     policy = load_causal_lm(base, cfg.model, attn, dtype=train_dt, empty=empty)
     policy.generation_config.pad_token_id = tok.pad_token_id
     policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
-    ref = None if cfg.model.lora.enabled else load_causal_lm(base, cfg.model, attn,
-                                                             dtype=frozen_dt, empty=empty)
-    reward_model = load_reward_model(str(rm_path), cfg.model, attn, pad_token_id=tok.pad_token_id,
-                                     dtype=frozen_dt, empty=empty)
+    ref = (
+        None
+        if cfg.model.lora.enabled
+        else load_causal_lm(base, cfg.model, attn, dtype=frozen_dt, empty=empty)
+    )
+    reward_model = load_reward_model(
+        str(rm_path), cfg.model, attn, pad_token_id=tok.pad_token_id, dtype=frozen_dt, empty=empty
+    )
     value_src = str(rm_path) if algo.value_init == "reward_model" else base
-    value = load_reward_model(value_src, cfg.model, attn, pad_token_id=tok.pad_token_id,
-                              dtype=train_dt, empty=empty)
+    value = load_reward_model(
+        value_src, cfg.model, attn, pad_token_id=tok.pad_token_id, dtype=train_dt, empty=empty
+    )
     value = ValueModel(apply_lora(value, cfg.model.lora, "SEQ_CLS"))
     for m in (policy, ref, reward_model, value):  # on-policy: the update sees the rollout's model
         if m is not None:
             disable_dropout(m)
 
     g = algo.generation
-    engine = HFGenerateEngine(tok, max_new_tokens=g.max_new_tokens,
-                              temperature=0.0 if g.greedy else g.temperature,
-                              top_p=g.top_p, top_k=g.top_k, stop_strings=tuple(g.stop_strings),
-                              max_prompt_length=g.max_prompt_length)
+    engine = HFGenerateEngine(
+        tok,
+        max_new_tokens=g.max_new_tokens,
+        temperature=0.0 if g.greedy else g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k,
+        stop_strings=tuple(g.stop_strings),
+        max_prompt_length=g.max_prompt_length,
+    )
     data = ctx["data"]
     start_file = Path(cfg.run_dir) / "ppo_start.json"
     ckpt = stage_checkpoint(cfg, "ppo")
     resumed = ckpt is not None and start_file.exists()
 
     def start_eval(m):  # before the first step, with the models set up (sharded, on device)
-        out = heldout_eval(cfg, ctx, m.policy, ref_model=m.ref_model,
-                           reward_model=m.reward_model, title="before PPO", probe=False)
+        out = heldout_eval(
+            cfg,
+            ctx,
+            m.policy,
+            ref_model=m.ref_model,
+            reward_model=m.reward_model,
+            title="before PPO",
+            probe=False,
+        )
         if D.is_rank_zero():
             start_file.write_text(json.dumps(out))
         return out
 
-    module = PPOModule(policy=policy, value_model=value, ref_model=ref, reward_model=reward_model,
-                       tokenizer=tok, engine=engine, cfg=algo, prompts=data.prompts,
-                       reward_stats=read_reward_stats(rm_path), gold_fn=data.gold_fn, seed=cfg.seed,
-                       start_eval=None if resumed or not cfg.evaluation.enabled else start_eval)
+    module = PPOModule(
+        policy=policy,
+        value_model=value,
+        ref_model=ref,
+        reward_model=reward_model,
+        tokenizer=tok,
+        engine=engine,
+        cfg=algo,
+        prompts=data.prompts,
+        reward_stats=read_reward_stats(rm_path),
+        gold_fn=data.gold_fn,
+        seed=cfg.seed,
+        start_eval=None if resumed or not cfg.evaluation.enabled else start_eval,
+    )
     _sharded(module, cfg)
 
     ckpt_dir = Path(cfg.run_dir) / "checkpoints" / "ppo"
     # The module stops the fit after ``algo.steps`` PPO steps (its own counter); epochs over the
     # step loader are unbounded, so a finished run resumed with a larger algo.steps goes on.
-    trainer = make_trainer(cfg, "ppo", max_steps=-1, max_epochs=-1,
-                           callbacks=[PPOCheckpoint(ckpt_dir, algo.ckpt_every),
-                                      rng_state_callback()], summary=summary)
+    trainer = make_trainer(
+        cfg,
+        "ppo",
+        max_steps=-1,
+        max_epochs=-1,
+        callbacks=[PPOCheckpoint(ckpt_dir, algo.ckpt_every), rng_state_callback()],
+        summary=summary,
+    )
     steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
     if ckpt:
         log.info("Resuming the ppo stage from %s", ckpt)
     trainer.fit(module, steps, ckpt_path=ckpt, weights_only=True)
-    start = module.start_metrics or (json.loads(start_file.read_text()) if start_file.exists()
-                                     else {})
-    end = heldout_eval(cfg, ctx, module.policy, ref_model=module.ref_model,
-                       reward_model=module.reward_model,
-                       title="after PPO", summary=summary, logger=trainer.logger,
-                       step=module.ppo_step)
+    start = module.start_metrics or (
+        json.loads(start_file.read_text()) if start_file.exists() else {}
+    )
+    end = heldout_eval(
+        cfg,
+        ctx,
+        module.policy,
+        ref_model=module.ref_model,
+        reward_model=module.reward_model,
+        title="after PPO",
+        summary=summary,
+        logger=trainer.logger,
+        step=module.ppo_step,
+    )
     for k, v in start.items():
         summary[f"ppo/{k}_start"] = v
     for k, v in end.items():
@@ -387,8 +485,9 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     summary["ppo/steps"] = module.ppo_step
     summary["time/ppo_s"] = round(time.time() - t0, 1)
     out = Path(cfg.run_dir) / "policy"
-    export_model(module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg,
-                 summary=summary)
+    export_model(
+        module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg, summary=summary
+    )
     summary.save()
     return out
 
@@ -396,9 +495,19 @@ def run_ppo_stage(cfg, algo, ctx, summary: Summary) -> Path:
 # ---------------------------------------------------------------- held-out evaluation
 
 
-def heldout_eval(cfg, ctx, policy, *, ref_model=None, reward_model=None, title: str,
-                 summary: Summary | None = None, logger=None, step: int = 0,
-                 probe: bool = True) -> dict:
+def heldout_eval(
+    cfg,
+    ctx,
+    policy,
+    *,
+    ref_model=None,
+    reward_model=None,
+    title: str,
+    summary: Summary | None = None,
+    logger=None,
+    step: int = 0,
+    probe: bool = True,
+) -> dict:
     """:func:`mplus.evaluate.evaluate_policy` on the held-out prompts with the run's settings.
 
     With ``summary``, adds ``eval/<metric>`` keys there and to TensorBoard (via ``logger``).
@@ -409,12 +518,21 @@ def heldout_eval(cfg, ctx, policy, *, ref_model=None, reward_model=None, title: 
     ev, tok, data = cfg.evaluation, ctx["tokenizer"], ctx["data"]
     if not ev.enabled:
         return {}
-    engine = HFGenerateEngine(tok, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature,
-                              stop_strings=tuple(ev.stop_strings))
+    engine = HFGenerateEngine(
+        tok,
+        max_new_tokens=ev.max_new_tokens,
+        temperature=ev.temperature,
+        stop_strings=tuple(ev.stop_strings),
+    )
     with D.gathered(policy):  # every rank evaluates the same prompts; rank 0 reports
         out = evaluate_policy(
-            policy, tok, data.eval_prompts, engine, ref_model=ref_model,
-            reward_model=reward_model, gold_fn=data.gold_fn,
+            policy,
+            tok,
+            data.eval_prompts,
+            engine,
+            ref_model=ref_model,
+            reward_model=reward_model,
+            gold_fn=data.gold_fn,
             probe_texts=data.probe_texts[: ev.probe_docs] if probe else None,
             seed=cfg.seed + ev.seed,
         )
@@ -436,15 +554,25 @@ def _eval_reward_model(cfg, ctx):
         return None
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"evaluation.reward_model={path}: no exported model there")
-    return load_reward_model(path, cfg.model, ctx["attn"], pad_token_id=ctx["tokenizer"].pad_token_id,
-                             dtype=ctx["dtypes"][1]).eval()
+    return load_reward_model(
+        path,
+        cfg.model,
+        ctx["attn"],
+        pad_token_id=ctx["tokenizer"].pad_token_id,
+        dtype=ctx["dtypes"][1],
+    ).eval()
 
 
 def _frozen_base(cfg, ctx, empty: bool | None = None):
     from mplus.models.builders import load_causal_lm
 
-    return load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"], dtype=ctx["dtypes"][1],
-                          empty=empty).eval().requires_grad_(False)
+    return (
+        load_causal_lm(
+            ctx["base_path"], cfg.model, ctx["attn"], dtype=ctx["dtypes"][1], empty=empty
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 # ---------------------------------------------------------------- baselines: none, SFT, DPO
@@ -454,8 +582,9 @@ def _trainable_policy(cfg, ctx):
     """The base as a trainable causal LM (master dtype, LoRA when configured) for SFT/DPO."""
     from mplus.models.builders import apply_lora, load_causal_lm
 
-    model = load_causal_lm(ctx["base_path"], cfg.model, ctx["attn"], dtype=ctx["dtypes"][0],
-                           empty=ctx["empty"])
+    model = load_causal_lm(
+        ctx["base_path"], cfg.model, ctx["attn"], dtype=ctx["dtypes"][0], empty=ctx["empty"]
+    )
     return apply_lora(model, cfg.model.lora, "CAUSAL_LM")
 
 
@@ -466,8 +595,14 @@ def run_base_eval_stage(cfg, ctx, summary: Summary) -> None:
         return
     _seed_stage(cfg, "none")
     base = _frozen_base(cfg, ctx)
-    heldout_eval(cfg, ctx, base, reward_model=_eval_reward_model(cfg, ctx), title="base model",
-                 summary=summary)
+    heldout_eval(
+        cfg,
+        ctx,
+        base,
+        reward_model=_eval_reward_model(cfg, ctx),
+        title="base model",
+        summary=summary,
+    )
 
 
 def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
@@ -481,20 +616,40 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
     policy = _trainable_policy(cfg, ctx)
     collate = SFTCollator(tok.pad_token_id)
     train_ds, val_ds = SFTDataset(data.train_pairs, tok), SFTDataset(data.val_pairs, tok)
-    train_dl = _grouped_loader(train_ds, algo.batch_size, collate, True, cfg.seed,
-                               [len(it["input_ids"]) for it in train_ds.items])
+    train_dl = _grouped_loader(
+        train_ds,
+        algo.batch_size,
+        collate,
+        True,
+        cfg.seed,
+        [len(it["input_ids"]) for it in train_ds.items],
+    )
     val_dl = _grouped_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed, None)
-    module = CausalLMModule(policy, lr=algo.lr, weight_decay=algo.weight_decay,
-                            warmup_steps=int(algo.warmup_ratio * algo.max_steps),
-                            total_steps=algo.max_steps, prefix="sft")
+    module = CausalLMModule(
+        policy,
+        lr=algo.lr,
+        weight_decay=algo.weight_decay,
+        warmup_steps=int(algo.warmup_ratio * algo.max_steps),
+        total_steps=algo.max_steps,
+        prefix="sft",
+    )
     trainer, _ = _fit_validate(cfg, "sft", algo, module, train_dl, val_dl, summary, t0)
     if cfg.evaluation.enabled:
-        heldout_eval(cfg, ctx, module.model, ref_model=_frozen_base(cfg, ctx),
-                     reward_model=_eval_reward_model(cfg, ctx), title="after SFT",
-                     summary=summary, logger=trainer.logger, step=trainer.global_step)
+        heldout_eval(
+            cfg,
+            ctx,
+            module.model,
+            ref_model=_frozen_base(cfg, ctx),
+            reward_model=_eval_reward_model(cfg, ctx),
+            title="after SFT",
+            summary=summary,
+            logger=trainer.logger,
+            step=trainer.global_step,
+        )
     out = Path(cfg.run_dir) / "policy"  # after the evaluation: the model card lists its metrics
-    export_model(module.model, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg,
-                 summary=summary)
+    export_model(
+        module.model, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg, summary=summary
+    )
     return out
 
 
@@ -515,8 +670,9 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
         log.info("DPO under FSDP: reference log-probs computed per batch by the sharded reference")
     elif algo.precompute_ref:  # one pass of the reference over the data instead of one per step
         for ds in (train_ds, val_ds):
-            plain = torch.utils.data.DataLoader(ds, batch_size=algo.batch_size * 2,
-                                                collate_fn=collate)
+            plain = torch.utils.data.DataLoader(
+                ds, batch_size=algo.batch_size * 2, collate_fn=collate
+            )
             ref_model, ctx_mgr = reference_context(policy, ref)
             with ctx_mgr:
                 attach_reference_logps(ds, precompute_reference_logps(ref_model, plain))
@@ -524,12 +680,21 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     val_dl = _pair_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed)
     module = DPOModule(policy, ref, algo)
     trainer, _ = _fit_validate(cfg, "dpo", algo, module, train_dl, val_dl, summary, t0)
-    heldout_eval(cfg, ctx, module.policy, ref_model=ref, reward_model=_eval_reward_model(cfg, ctx),
-                 title="after DPO", summary=summary, logger=trainer.logger,
-                 step=trainer.global_step)
+    heldout_eval(
+        cfg,
+        ctx,
+        module.policy,
+        ref_model=ref,
+        reward_model=_eval_reward_model(cfg, ctx),
+        title="after DPO",
+        summary=summary,
+        logger=trainer.logger,
+        step=trainer.global_step,
+    )
     out = Path(cfg.run_dir) / "policy"  # after the evaluation: the model card lists its metrics
-    export_model(module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg,
-                 summary=summary)
+    export_model(
+        module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg, summary=summary
+    )
     return out
 
 
@@ -567,14 +732,20 @@ def run(cfg) -> dict:
 
     base_path = resolve_base(cfg.model, cfg.cache_dir)
     summary["time/base_s"] = round(time.time() - t0, 1)
-    tok = load_tokenizer(base_path, revision=cfg.model.revision,
-                         trust_remote_code=cfg.model.trust_remote_code)
+    tok = load_tokenizer(
+        base_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+    )
     data = build_preference_data(cfg.data, tok)
     summary.update(data.stats)
-    ctx = {"base_path": base_path, "tokenizer": tok, "data": data, "attn": attn,
-           "dtypes": model_dtypes(cfg.model, cfg.hardware),
-           # multi-process FSDP: True on ranks that build models empty, False on rank 0
-           "empty": D.builds_empty(cfg.hardware) if _multi_fsdp(cfg.hardware) else None}
+    ctx = {
+        "base_path": base_path,
+        "tokenizer": tok,
+        "data": data,
+        "attn": attn,
+        "dtypes": model_dtypes(cfg.model, cfg.hardware),
+        # multi-process FSDP: True on ranks that build models empty, False on rank 0
+        "empty": D.builds_empty(cfg.hardware) if _multi_fsdp(cfg.hardware) else None,
+    }
 
     algo = cfg.algo
     if algo.name == "rm":
@@ -603,7 +774,8 @@ def run(cfg) -> dict:
 
 def _print_summary(summary: Summary, run_dir: Path) -> None:
     keys = [k for k in sorted(summary) if not k.startswith("data/skipped/")] + sorted(
-        k for k in summary if k.startswith("data/skipped/"))
+        k for k in summary if k.startswith("data/skipped/")
+    )
     width = max(len(k) for k in keys)
     lines = ["", "summary".center(width + 14, "-")]
     for k in keys:
@@ -611,7 +783,10 @@ def _print_summary(summary: Summary, run_dir: Path) -> None:
         v = f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
         lines.append(f"{k:<{width}}  {v}")
     lines.append("-" * (width + 14))
-    written = [p for p in ("summary.json", "tb", "reward_model", "policy", "checkpoints")
-               if (run_dir / p).exists()]
+    written = [
+        p
+        for p in ("summary.json", "tb", "reward_model", "policy", "checkpoints")
+        if (run_dir / p).exists()
+    ]
     lines += [f"wrote: {run_dir / p}" for p in written]
     print("\n".join(lines), flush=True)

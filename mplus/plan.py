@@ -37,7 +37,9 @@ class ModelRow:
     @property
     def per_gpu(self) -> float:
         frozen = self.params - self.trainable
-        return (self.trainable * self.bytes_per_trainable + frozen * self.bytes_per_frozen) / self.shards
+        return (
+            self.trainable * self.bytes_per_trainable + frozen * self.bytes_per_frozen
+        ) / self.shards
 
 
 @dataclass
@@ -101,8 +103,12 @@ def _dims(cfg) -> dict:
 
     c = hf_config_from(cfg.model)
     head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    return {"h": c.hidden_size, "L": c.num_hidden_layers, "V": c.vocab_size,
-            "kv": c.num_key_value_heads * head}
+    return {
+        "h": c.hidden_size,
+        "L": c.num_hidden_layers,
+        "V": c.vocab_size,
+        "kv": c.num_key_value_heads * head,
+    }
 
 
 def _batch_shape(cfg, world: int) -> tuple[int, int, int]:
@@ -110,8 +116,11 @@ def _batch_shape(cfg, world: int) -> tuple[int, int, int]:
     a = cfg.algo
     if a.name == "ppo":
         g = a.generation
-        return (max(1, a.minibatch_size // world), g.max_prompt_length + g.max_new_tokens,
-                max(1, a.rollout_batch_size // world))
+        return (
+            max(1, a.minibatch_size // world),
+            g.max_prompt_length + g.max_new_tokens,
+            max(1, a.rollout_batch_size // world),
+        )
     if a.name in ("rm", "dpo"):  # chosen and rejected rows
         return max(1, 2 * a.batch_size // world), cfg.data.max_length, 0
     if a.name == "sft":
@@ -148,9 +157,11 @@ def plan(cfg) -> Plan:
     train_dt, frozen_dt = model_dtypes(cfg.model, hw)
     # weights + gradients in the master dtype, Adam's two moments in fp32
     per_trainable = 2 * _BYTES[train_dt] + 8
-    notes = [f"precision {hw.precision}: trainable {train_dt} weights+grads + fp32 Adam moments "
-             f"= {per_trainable} B/param; frozen {frozen_dt} = {_BYTES[frozen_dt]} B/param",
-             f"strategy {hw.strategy}: states divided by {shards} (world size {world})"]
+    notes = [
+        f"precision {hw.precision}: trainable {train_dt} weights+grads + fp32 Adam moments "
+        f"= {per_trainable} B/param; frozen {frozen_dt} = {_BYTES[frozen_dt]} B/param",
+        f"strategy {hw.strategy}: states divided by {shards} (world size {world})",
+    ]
     rows = []
     for name, model, trainable in _model_rows(cfg):
         total = sum(p.numel() for p in model.parameters())
@@ -159,40 +170,58 @@ def plan(cfg) -> Plan:
             n_train = _lora_params(model, cfg.model.lora) if cfg.model.lora.enabled else total
             if cfg.model.lora.enabled:
                 total += n_train
-        rows.append(ModelRow(name, total, n_train, per_trainable,
-                             _BYTES[frozen_dt] if not trainable or cfg.model.lora.enabled
-                             else per_trainable, shards))
+        rows.append(
+            ModelRow(
+                name,
+                total,
+                n_train,
+                per_trainable,
+                _BYTES[frozen_dt] if not trainable or cfg.model.lora.enabled else per_trainable,
+                shards,
+            )
+        )
     d = _dims(cfg)
     b, t, rb = _batch_shape(cfg, world)
     ckpt = hw.strategy == "fsdp" and hw.fsdp.activation_checkpointing
     act = activation_bytes(b, t, d, ckpt, half="16" in hw.precision)
-    notes.append(f"activations: micro-batch {b} x {t} tokens per GPU, checkpointing "
-                 f"{'on' if ckpt else 'off'}")
+    notes.append(
+        f"activations: micro-batch {b} x {t} tokens per GPU, checkpointing "
+        f"{'on' if ckpt else 'off'}"
+    )
     roll = 0.0
     if cfg.algo.name == "ppo":
         policy = rows[0]
         gathered = policy.params * 2 if shards > 1 else 0.0  # full bf16 copy during the phase
         roll = rollout_bytes(rb, t, d, gathered)
-        notes.append(f"rollout: {rb} sequences x {t} tokens per GPU" + (
-            f", policy gathered in bf16 ({gathered / GIB:.1f} GiB)" if gathered else ""))
+        notes.append(
+            f"rollout: {rb} sequences x {t} tokens per GPU"
+            + (f", policy gathered in bf16 ({gathered / GIB:.1f} GiB)" if gathered else "")
+        )
     gpu = hw.gpu_memory_gb * GIB if hw.gpu_memory_gb else None
     return Plan(rows, act, roll, gpu, world, notes)
 
 
 def format_plan(p: Plan, cfg) -> str:
     hw = cfg.hardware
-    lines = [f"memory plan: model={cfg.model.name} algo={cfg.algo.name} hardware={hw.name} "
-             f"({hw.num_nodes} node(s) x {hw.devices} {hw.gpu_name or hw.accelerator}, "
-             f"strategy {hw.strategy}, {hw.precision})", ""]
+    lines = [
+        f"memory plan: model={cfg.model.name} algo={cfg.algo.name} hardware={hw.name} "
+        f"({hw.num_nodes} node(s) x {hw.devices} {hw.gpu_name or hw.accelerator}, "
+        f"strategy {hw.strategy}, {hw.precision})",
+        "",
+    ]
     head = f"{'model':<14}{'params':>14}{'trainable':>14}{'B/param':>9}{'shards':>8}{'GiB/GPU':>10}"
     lines += [head, "-" * len(head)]
     for r in p.rows:
         bpp = r.bytes_per_trainable if r.trainable else r.bytes_per_frozen
-        lines.append(f"{r.name:<14}{r.params:>14,}{r.trainable:>14,}{bpp:>9g}{r.shards:>8}"
-                     f"{r.per_gpu / GIB:>10.2f}")
-    lines += ["-" * len(head),
-              f"{'model states':<59}{p.states / GIB:>10.2f}",
-              f"{'activations (training micro-batch)':<59}{p.activations / GIB:>10.2f}"]
+        lines.append(
+            f"{r.name:<14}{r.params:>14,}{r.trainable:>14,}{bpp:>9g}{r.shards:>8}"
+            f"{r.per_gpu / GIB:>10.2f}"
+        )
+    lines += [
+        "-" * len(head),
+        f"{'model states':<59}{p.states / GIB:>10.2f}",
+        f"{'activations (training micro-batch)':<59}{p.activations / GIB:>10.2f}",
+    ]
     if p.rollout:
         lines.append(f"{'rollout phase (gathered policy + KV cache)':<59}{p.rollout / GIB:>10.2f}")
     lines.append(f"{'peak estimate':<59}{p.peak / GIB:>10.2f}")
@@ -201,8 +230,10 @@ def format_plan(p: Plan, cfg) -> str:
         lines.append("verdict: unknown (hardware.gpu_memory_gb is not set for this option)")
     else:
         word = "FITS" if p.fits else "DOES NOT FIT"
-        lines.append(f"verdict: {word}: peak {p.peak / GIB:.1f} GiB vs {p.budget / GIB:.1f} GiB "
-                     f"usable per GPU ({hw.gpu_memory_gb:g} GiB less {RESERVE:.0%} reserve)")
+        lines.append(
+            f"verdict: {word}: peak {p.peak / GIB:.1f} GiB vs {p.budget / GIB:.1f} GiB "
+            f"usable per GPU ({hw.gpu_memory_gb:g} GiB less {RESERVE:.0%} reserve)"
+        )
     return "\n".join(lines)
 
 

@@ -29,8 +29,15 @@ from pathlib import Path
 from mplus.config import ConfigError
 from mplus.errors import CheckpointError, ModelFilesError
 
-__all__ = ["LAST", "check_checkpoint", "check_data", "check_model_dir", "check_model_weights",
-           "checkpoint_stage", "preflight"]
+__all__ = [
+    "LAST",
+    "check_checkpoint",
+    "check_data",
+    "check_model_dir",
+    "check_model_weights",
+    "checkpoint_stage",
+    "preflight",
+]
 
 # ``ckpt_path=last``: the newest checkpoint of this run dir, found by the pipeline at resume time.
 LAST = "last"
@@ -48,14 +55,19 @@ def preflight(cfg) -> None:
         mplus.errors.UserError: the first problem found, naming the key and the path.
     """
     check_run_dir(cfg.run_dir)
-    check_model_dir(cfg.model.name_or_path, "model.name_or_path",
-                    allow_pickle=cfg.model.allow_pickle, hub=True)
+    check_model_dir(
+        cfg.model.name_or_path, "model.name_or_path", allow_pickle=cfg.model.allow_pickle, hub=True
+    )
     if cfg.algo.name == "ppo" and cfg.algo.reward_model is not None:
-        check_model_dir(cfg.algo.reward_model, "algo.reward_model",
-                        allow_pickle=cfg.model.allow_pickle)
+        check_model_dir(
+            cfg.algo.reward_model, "algo.reward_model", allow_pickle=cfg.model.allow_pickle
+        )
     if cfg.algo.name in ("none", "sft", "dpo") and cfg.evaluation.reward_model is not None:
-        check_model_dir(cfg.evaluation.reward_model, "evaluation.reward_model",
-                        allow_pickle=cfg.model.allow_pickle)
+        check_model_dir(
+            cfg.evaluation.reward_model,
+            "evaluation.reward_model",
+            allow_pickle=cfg.model.allow_pickle,
+        )
     check_checkpoint(cfg.ckpt_path, cfg.algo.name)
     check_data(cfg.data)
 
@@ -106,7 +118,9 @@ def check_model_dir(spec: str | None, key: str, *, allow_pickle: bool, hub: bool
     check_model_weights(p, allow_pickle=allow_pickle, label=f"{key}={spec}")
 
 
-def check_model_weights(folder: str | Path, *, allow_pickle: bool, label: str | None = None) -> None:
+def check_model_weights(
+    folder: str | Path, *, allow_pickle: bool, label: str | None = None
+) -> None:
     """Refuse a model folder whose only weights are pickled, unless ``allow_pickle``.
 
     Unpickling a file can run any code it names (a ``pytorch_model.bin`` is a pickle);
@@ -126,7 +140,8 @@ def check_model_weights(folder: str | Path, *, allow_pickle: bool, label: str | 
         raise ModelFilesError(
             f"{label}: only pickled weights ({pickled[0]}) there, and loading a pickle can run "
             "code: convert them to safetensors, or set model.allow_pickle=true if you trust the "
-            "files")
+            "files"
+        )
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -149,16 +164,35 @@ _SAFE_MODULE_NAMES = {
     "_codecs": {"encode"},
     "builtins": {"set", "bytearray", "complex"},
     "torch._utils": {"_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter"},
-    "torch": {"Size", "device", "float32", "float16", "bfloat16", "float64", "int64", "int32",
-              "int16", "int8", "uint8", "bool"},
+    "torch": {
+        "Size",
+        "device",
+        "float32",
+        "float16",
+        "bfloat16",
+        "float64",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "bool",
+    },
     "torch.serialization": {"_get_layout"},
 }
 # what torch.distributed.checkpoint's .metadata (a plain pickle, sharded checkpoints) imports:
 # its dataclasses, and the checkpoint's path
-_DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem",
-                "torch.distributed.checkpoint.planner")
-_DCP_NAMES = {"pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePosixPath",
-              "pathlib.PureWindowsPath"}
+_DCP_MODULES = (
+    "torch.distributed.checkpoint.metadata",
+    "torch.distributed.checkpoint.filesystem",
+    "torch.distributed.checkpoint.planner",
+)
+_DCP_NAMES = {
+    "pathlib.PosixPath",
+    "pathlib.WindowsPath",
+    "pathlib.PurePosixPath",
+    "pathlib.PureWindowsPath",
+}
 
 
 def _is_safe(name: str, *, dcp: bool = False) -> bool:
@@ -170,8 +204,15 @@ def _is_safe(name: str, *, dcp: bool = False) -> bool:
     return attr in _SAFE_MODULE_NAMES.get(module, ())
 
 
-_STRING_OPS = {"BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING",
-               "BINSTRING", "STRING"}
+_STRING_OPS = {
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "UNICODE",
+    "BINUNICODE8",
+    "SHORT_BINSTRING",
+    "BINSTRING",
+    "STRING",
+}
 
 
 def _scan_pickle(data: bytes) -> _Scan:
@@ -219,22 +260,29 @@ def _read_pickle(path: Path, key: str, *, torch_file: bool) -> bytes:
             return path.read_bytes()
         if not zipfile.is_zipfile(path):
             # torch.save has written zip archives since torch 1.6; Lightning always uses it.
-            raise CheckpointError(f"{key}: not a torch checkpoint (not a zip archive): "
-                                  "truncated, corrupt, or another kind of file")
+            raise CheckpointError(
+                f"{key}: not a torch checkpoint (not a zip archive): "
+                "truncated, corrupt, or another kind of file"
+            )
         with zipfile.ZipFile(path) as z:
             members = [n for n in z.namelist() if n.endswith("data.pkl")]
             if not members:
-                raise CheckpointError(f"{key}: not a torch checkpoint (a zip file without data.pkl)")
+                raise CheckpointError(
+                    f"{key}: not a torch checkpoint (a zip file without data.pkl)"
+                )
             data = z.read(min(members, key=len))  # read() checks the member's CRC
             # torch does not check the tensors' CRCs when it loads: a flipped byte would resume
             # with wrong weights. Checked here up to a size that reads in seconds.
             if path.stat().st_size <= CRC_CHECK_MAX_BYTES and (bad := z.testzip()) is not None:
-                raise CheckpointError(f"{key}: corrupt checkpoint: {bad} does not match its "
-                                      "checksum")
+                raise CheckpointError(
+                    f"{key}: corrupt checkpoint: {bad} does not match its checksum"
+                )
             return data
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{key}: cannot read the checkpoint, it is corrupt or incomplete "
-                              f"({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"{key}: cannot read the checkpoint, it is corrupt or incomplete "
+            f"({type(e).__name__}: {e})"
+        ) from e
 
 
 def _weights_only_refuses(path: Path) -> str | None:
@@ -245,8 +293,7 @@ def _weights_only_refuses(path: Path) -> str | None:
     import torch
 
     try:
-        torch.load(path, map_location="cpu", weights_only=True,
-                   mmap=zipfile.is_zipfile(path))
+        torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         lines = [x.strip() for x in str(e).splitlines() if x.strip()]
         why = next((x for x in lines if "Unsupported" in x or "global" in x.lower()), lines[0])
@@ -261,20 +308,23 @@ def _inspect_file(path: Path, key: str, *, dcp: bool = False, torch_file: bool =
     try:
         scan = _scan_pickle(data)
     except ValueError as e:
-        raise CheckpointError(f"{key}: cannot read the checkpoint, it is corrupt or incomplete "
-                              f"(bad pickle: {e})") from e
+        raise CheckpointError(
+            f"{key}: cannot read the checkpoint, it is corrupt or incomplete (bad pickle: {e})"
+        ) from e
     unknown = sorted(g for g in scan.globals if not _is_safe(g, dcp=dcp))
     if unknown:
         # Only a global of torch's own modules (or one the scan could not name) needs torch's
         # verdict; anything else a weights-only load refuses, so torch is not even imported.
-        judge = torch_file and all(g == "?" or g.split(".")[0] in _WEIGHTS_ONLY_MODULES
-                                   for g in unknown)
+        judge = torch_file and all(
+            g == "?" or g.split(".")[0] in _WEIGHTS_ONLY_MODULES for g in unknown
+        )
         why = _weights_only_refuses(path) if judge else None
         if not judge or why is not None:
             detail = f" ({why})" if why else ""
             raise CheckpointError(
                 f"{key}: refusing to load {path.name}: unpickling it would import "
-                f"{', '.join(unknown)}, which a weights-only load does not allow{detail}")
+                f"{', '.join(unknown)}, which a weights-only load does not allow{detail}"
+            )
     return scan
 
 
@@ -312,27 +362,32 @@ def check_checkpoint(ckpt_path: str | None, algo: str) -> None:
         return
     key = f"ckpt_path={ckpt_path}"
     if algo not in _RESUMABLE:
-        raise CheckpointError(f"{key}: algo={algo} trains nothing, so there is nothing to "
-                              "resume; drop ckpt_path")
+        raise CheckpointError(
+            f"{key}: algo={algo} trains nothing, so there is nothing to resume; drop ckpt_path"
+        )
     p = Path(str(ckpt_path)).expanduser()
     if not p.exists():
         raise CheckpointError(f"{key}: no such file")
     if p.is_dir():
         if not (p / "meta.pt").is_file() or not (p / ".metadata").is_file():
-            raise CheckpointError(f"{key}: a directory, but not a sharded checkpoint (no meta.pt "
-                                  "and .metadata); give a .ckpt file or a sharded checkpoint")
+            raise CheckpointError(
+                f"{key}: a directory, but not a sharded checkpoint (no meta.pt "
+                "and .metadata); give a .ckpt file or a sharded checkpoint"
+            )
         strings = _inspect_file(p / "meta.pt", key).strings
         strings |= _inspect_file(p / ".metadata", key, dcp=True, torch_file=False).strings
     else:
         strings = _inspect_file(p, key).strings
     stage = checkpoint_stage(strings)
     if stage is None:
-        raise CheckpointError(f"{key}: not an mplus training checkpoint (no state_dict keys of a "
-                              "known stage)")
+        raise CheckpointError(
+            f"{key}: not an mplus training checkpoint (no state_dict keys of a known stage)"
+        )
     if stage != algo:
         raise CheckpointError(
             f"{key}: a checkpoint of the {stage} stage (algo={stage}), not of algo={algo}; "
-            f"resume algo={algo} from its own checkpoints/{algo}/ or drop ckpt_path")
+            f"resume algo={algo} from its own checkpoints/{algo}/ or drop ckpt_path"
+        )
 
 
 # ---------------------------------------------------------------- data
@@ -357,8 +412,10 @@ def check_data(data_cfg) -> None:
     if data_cfg.files is None:
         for subset in data_cfg.mix:
             if subset not in hh.HH_SUBSETS:
-                raise ConfigError(f"data.mix.{subset}: unknown HH-RLHF subset; valid "
-                                       f"subsets: {', '.join(hh.HH_SUBSETS)}")
+                raise ConfigError(
+                    f"data.mix.{subset}: unknown HH-RLHF subset; valid "
+                    f"subsets: {', '.join(hh.HH_SUBSETS)}"
+                )
         return
     files = [data_cfg.files] if isinstance(data_cfg.files, str) else list(data_cfg.files)
     if not files:

@@ -41,8 +41,12 @@ def run_hparams(run_dir: Path) -> dict:
     hp: dict = {}
     hydra_file = Path(run_dir) / ".hydra" / "hydra.yaml"
     if hydra_file.exists():
-        choices = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get(
-            "runtime", {}).get("choices", {})
+        choices = (
+            (yaml.safe_load(hydra_file.read_text()) or {})
+            .get("hydra", {})
+            .get("runtime", {})
+            .get("choices", {})
+        )
         for group in ("algo", "experiment", "model", "data", "hardware"):
             if choices.get(group) is not None:
                 hp[group] = str(choices[group])
@@ -61,14 +65,23 @@ def log_hparams(run_dir: str | Path, summary: dict, tb_subdir: str = "tb") -> Pa
     from torch.utils.tensorboard.summary import hparams
 
     run_dir = Path(run_dir)
-    metrics = {f"{METRIC_PREFIX}{k}": float(v) for k, v in sorted(summary.items())
-               if k.startswith(METRIC_GROUPS) and isinstance(v, int | float)
-               and not isinstance(v, bool) and math.isfinite(v)}
+    metrics = {
+        f"{METRIC_PREFIX}{k}": float(v)
+        for k, v in sorted(summary.items())
+        if k.startswith(METRIC_GROUPS)
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }
     hp = run_hparams(run_dir)
     if not metrics and not hp:
         return None
-    step = int(max((v for k, v in summary.items() if k.endswith("/steps")
-                    and isinstance(v, int | float)), default=0))
+    step = int(
+        max(
+            (v for k, v in summary.items() if k.endswith("/steps") and isinstance(v, int | float)),
+            default=0,
+        )
+    )
     tb = run_dir / tb_subdir
     writer = SummaryWriter(log_dir=str(tb))
     try:

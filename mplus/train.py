@@ -77,13 +77,19 @@ def main(cfg: DictConfig) -> float | None:
         # resumes from it: torch's errors, translated when a checkpoint was asked for.
         if typed.ckpt_path is None or not _is_checkpoint_read_error(e):
             raise
-        _fail(f"CheckpointError: ckpt_path={typed.ckpt_path}: cannot load the checkpoint "
-              f"({type(e).__name__}: {_first_line(e)})", e)
+        _fail(
+            f"CheckpointError: ckpt_path={typed.ckpt_path}: cannot load the checkpoint "
+            f"({type(e).__name__}: {_first_line(e)})",
+            e,
+        )
     # The return value is what an Optuna sweeper optimises: the summary key named by `objective`.
     value = summary.get(typed.objective)
     if value is None and HydraConfig.get().mode == RunMode.MULTIRUN:
-        log.warning("objective=%s is not in summary.json (keys: %s)", typed.objective,
-                    ", ".join(sorted(summary)))
+        log.warning(
+            "objective=%s is not in summary.json (keys: %s)",
+            typed.objective,
+            ", ".join(sorted(summary)),
+        )
     return value
 
 
@@ -181,7 +187,8 @@ def cli() -> None:
             _exit_line(f"Invalid config: {_composition_line(e)}")
         if isinstance(e, OSError):  # Hydra creating the run dir, its .hydra/ and train.log
             why = {errno.EEXIST: "a file is there", errno.ENOTDIR: "a file is in its path"}.get(
-                e.errno, e.strerror or str(e))
+                e.errno, e.strerror or str(e)
+            )
             _exit_line(f"hydra.run.dir: cannot create the run dir {e.filename or ''} ({why})")
         raise
 
@@ -230,7 +237,9 @@ def run(overrides: Sequence[str] = ()) -> dict:
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     try:
-        return app.run(config_name="train", task_function=_task, overrides=list(overrides)).return_value
+        return app.run(
+            config_name="train", task_function=_task, overrides=list(overrides)
+        ).return_value
     finally:
         for h in root.handlers:
             if h not in handlers:

@@ -27,8 +27,11 @@ def cache_dir(tmp_path_factory) -> Path:
     from mplus.models.base import ensure_tiny_base
 
     # MPLUS_TEST_CACHE=<dir> keeps the test base between sessions (local iteration); CI builds it
-    d = Path(os.environ["MPLUS_TEST_CACHE"]) if os.environ.get("MPLUS_TEST_CACHE") else (
-        tmp_path_factory.mktemp("mplus-cache"))
+    d = (
+        Path(os.environ["MPLUS_TEST_CACHE"])
+        if os.environ.get("MPLUS_TEST_CACHE")
+        else (tmp_path_factory.mktemp("mplus-cache"))
+    )
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = validate(compose("train", overrides=[*TEST_MODEL, f"cache_dir={d}", "run_dir=."]))
@@ -42,12 +45,22 @@ def run_train(cache_dir, tmp_path):
 
     def _run(*overrides: str, run_dir: Path | None = None, check: bool = True):
         run_dir = run_dir or tmp_path / "run"
-        cmd = [sys.executable, "-m", "mplus.train", *TEST_MODEL, f"cache_dir={cache_dir}",
-               f"hydra.run.dir={run_dir}", "progress_bar=false", *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mplus.train",
+            *TEST_MODEL,
+            f"cache_dir={cache_dir}",
+            f"hydra.run.dir={run_dir}",
+            "progress_bar=false",
+            *overrides,
+        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+            raise AssertionError(
+                f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+            )
         return proc, run_dir
 
     return _run
@@ -74,9 +87,15 @@ def read_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 # tokenizer_config.json of mistralai/Mistral-7B-v0.1 (the keys that matter): adds BOS, no pad.
 MISTRAL_TOKENIZER_CONFIG = {
-    "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-    "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
-    "legacy": False, "clean_up_tokenization_spaces": False,
+    "tokenizer_class": "LlamaTokenizer",
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "pad_token": None,
+    "legacy": False,
+    "clean_up_tokenization_spaces": False,
 }
 
 
@@ -88,8 +107,10 @@ def write_mistral_tokenizer(folder: Path) -> Path:
     import mistral_common
 
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1",
-                folder / "tokenizer.model")
+    shutil.copy(
+        Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1",
+        folder / "tokenizer.model",
+    )
     (folder / "tokenizer_config.json").write_text(json.dumps(MISTRAL_TOKENIZER_CONFIG))
     return folder
 
@@ -108,9 +129,18 @@ def mistral_model_dir(tmp_path_factory) -> Path:
 
     folder = write_mistral_tokenizer(tmp_path_factory.mktemp("mistral-small"))
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=32000, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-                           sliding_window=None, tie_word_embeddings=False)
+    config = MistralConfig(
+        vocab_size=32000,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    )
     MistralForCausalLM(config).save_pretrained(folder)
     return folder

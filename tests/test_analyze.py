@@ -17,21 +17,47 @@ from mplus.analyze import pareto_front, read_events
 from tests.conftest import REPO, TEST_MODEL
 
 # Two KL points of the short KL sweep, cut to a few steps (each point trains a tiny RM).
-TINY_SWEEP = ["algo.kl.coef=0.0,0.5", "algo.steps=3", "algo.rollout_batch_size=8",
-              "algo.minibatch_size=8", "algo.rm.max_steps=10", "algo.rm.val_every=10",
-              "data.num_train_pairs=256", "data.num_val_pairs=64", "data.num_eval_prompts=8",
-              "evaluation.probe_docs=8"]
+TINY_SWEEP = [
+    "algo.kl.coef=0.0,0.5",
+    "algo.steps=3",
+    "algo.rollout_batch_size=8",
+    "algo.minibatch_size=8",
+    "algo.rm.max_steps=10",
+    "algo.rm.val_every=10",
+    "data.num_train_pairs=256",
+    "data.num_val_pairs=64",
+    "data.num_eval_prompts=8",
+    "evaluation.probe_docs=8",
+]
 PNGS = ("curves.png", "frontier.png", "response_length.png")
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(cache_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("multirun") / "kl"
-    cmd = [sys.executable, "-m", "mplus.train", "-m", "--config-dir", "sweeps", "--config-name",
-           "kl_short", *TINY_SWEEP, *TEST_MODEL, f"cache_dir={cache_dir}", "progress_bar=false",
-           f"hydra.sweep.dir={out}"]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True, timeout=900)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mplus.train",
+        "-m",
+        "--config-dir",
+        "sweeps",
+        "--config-name",
+        "kl_short",
+        *TINY_SWEEP,
+        *TEST_MODEL,
+        f"cache_dir={cache_dir}",
+        "progress_bar=false",
+        f"hydra.sweep.dir={out}",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return out
 
@@ -69,10 +95,25 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
     console = capsys.readouterr().out
     rows = _read_csv(out / "runs.csv")
     assert len(rows) == 2
-    for col in ("run", "status", "algo.kl.coef", "steps", "reward", "gold_reward", "kl",
-                "response_length", "stop_rate", "rm_accuracy", "eval/reward",
-                "eval/gold_reward", "eval/kl", "eval/response_length", "eval/stop_rate",
-                "issues", "dir"):
+    for col in (
+        "run",
+        "status",
+        "algo.kl.coef",
+        "steps",
+        "reward",
+        "gold_reward",
+        "kl",
+        "response_length",
+        "stop_rate",
+        "rm_accuracy",
+        "eval/reward",
+        "eval/gold_reward",
+        "eval/kl",
+        "eval/response_length",
+        "eval/stop_rate",
+        "issues",
+        "dir",
+    ):
         assert col in rows[0], col
     # overrides every run shares (the test model, the step counts) are not columns
     assert "algo.steps" not in rows[0] and "model.pretrain.steps" not in rows[0]
@@ -80,8 +121,17 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
     assert {r["run"] for r in rows} == {"algo.kl.coef=0.0", "algo.kl.coef=0.5"}
     for r in rows:
         assert r["status"] == "ok" and r["issues"] == "" and r["steps"] == "3"
-        for col in ("reward", "gold_reward", "kl", "response_length", "stop_rate",
-                    "rm_accuracy", "eval/gold_reward", "eval/kl", "eval/response_length"):
+        for col in (
+            "reward",
+            "gold_reward",
+            "kl",
+            "response_length",
+            "stop_rate",
+            "rm_accuracy",
+            "eval/gold_reward",
+            "eval/kl",
+            "eval/response_length",
+        ):
             float(r[col])  # present and numeric
         assert 0.0 <= float(r["rm_accuracy"]) <= 1.0
         assert 0 < float(r["response_length"]) <= 24
@@ -103,15 +153,19 @@ def test_runs_carry_hparams_linked_to_their_final_metrics(sweep_dir):
         acc = EventAccumulator(str(tb), size_guidance={"scalars": 0, "tensors": 0})
         acc.Reload()
         content = acc.PluginTagToContent("hparams")
-        data = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/session_start_info"])
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
         hp = data.session_start_info.hparams
         assert hp["algo.kl.coef"].number_value == float(coef)
         assert hp["algo"].string_value == "ppo" and hp["experiment"].string_value == "ppo_short"
         experiment = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/experiment"]).experiment
+            content["_hparams_/experiment"]
+        ).experiment
         metric_tags = {m.name.tag for m in experiment.metric_infos}
-        assert {"final/ppo/gold_reward_end", "final/eval/kl", "final/rm/val_accuracy"} <= metric_tags
+        assert {
+            "final/ppo/gold_reward_end",
+            "final/eval/kl",
+            "final/rm/val_accuracy",
+        } <= metric_tags
         # every linked metric is a scalar of the same run
         assert metric_tags <= set(acc.Tags()["scalars"])
 
@@ -181,8 +235,10 @@ def test_sweep_points_not_started_yet_are_listed_as_pending(sweep_dir, tmp_path,
 
 
 def test_read_events_on_a_file_being_written(sweep_dir, tmp_path):
-    src = max((_job(sweep_dir, "0.0") / "tb").glob("events.out.tfevents.*"),
-              key=lambda f: f.stat().st_size)
+    src = max(
+        (_job(sweep_dir, "0.0") / "tb").glob("events.out.tfevents.*"),
+        key=lambda f: f.stat().st_size,
+    )
     full = read_events(src.parent)
     assert full.issues == [] and len(full.scalars["ppo/kl"]) == 3
     tb = tmp_path / "tb"

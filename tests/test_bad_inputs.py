@@ -21,8 +21,10 @@ import pytest
 from tests.conftest import REPO, TEST_MODEL
 
 NO_MODEL_LIMIT_S = 3.0  # python + Hydra + validate + preflight; torch alone takes longer to import
-GOOD_ROW = {"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello, how can I help?",
-            "rejected": "\n\nHuman: Hi there\n\nAssistant: Go away."}
+GOOD_ROW = {
+    "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello, how can I help?",
+    "rejected": "\n\nHuman: Hi there\n\nAssistant: Go away.",
+}
 
 
 class _Marker:
@@ -43,10 +45,17 @@ def _lightning_checkpoint(state_dict: dict, **extra) -> dict:
     real ones: ``tests`` of the stage detection on real checkpoints are in this file too)."""
     import torch
 
-    return {"epoch": 0, "global_step": 4, "pytorch-lightning_version": "2.6.6",
-            "state_dict": OrderedDict((k, torch.ones(256)) for k in state_dict), "loops": {},
-            "callbacks": {}, "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3}]}],
-            "lr_schedulers": [{"base_lrs": [1e-3], "_lr_lambdas": [None]}], **extra}
+    return {
+        "epoch": 0,
+        "global_step": 4,
+        "pytorch-lightning_version": "2.6.6",
+        "state_dict": OrderedDict((k, torch.ones(256)) for k in state_dict),
+        "loops": {},
+        "callbacks": {},
+        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3}]}],
+        "lr_schedulers": [{"base_lrs": [1e-3], "_lr_lambdas": [None]}],
+        **extra,
+    }
 
 
 RM_KEYS = ["model.model.embed_tokens.weight", "model.model.norm.weight", "model.score.weight"]
@@ -76,8 +85,17 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     put("non_object.jsonl", good + b"[1, 2]\n")
     put("empty.jsonl", b"")
     same = {"chosen": GOOD_ROW["chosen"], "rejected": GOOD_ROW["chosen"]}
-    put("all_skipped.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in (
-        same, {"chosen": "no assistant turn", "rejected": "x"}, {"chosen": 3, "rejected": "x"})))
+    put(
+        "all_skipped.jsonl",
+        b"".join(
+            json.dumps(r).encode() + b"\n"
+            for r in (
+                same,
+                {"chosen": "no assistant turn", "rejected": "x"},
+                {"chosen": 3, "rejected": "x"},
+            )
+        ),
+    )
     put("good.jsonl", good * 20)
 
     for stage, keys in (("rm", RM_KEYS), ("ppo", PPO_KEYS)):
@@ -94,14 +112,23 @@ def bad(tmp_path_factory) -> dict[str, Path]:
     torch.save(_lightning_checkpoint(RM_KEYS, evil=_Marker(files["marker"])), d / "malicious.ckpt")
     files["malicious.ckpt"] = d / "malicious.ckpt"
     # protocol 4: the global is imported with STACK_GLOBAL, its name pushed as strings
-    torch.save({"state_dict": {"model.score.weight": torch.zeros(1)}, "x": _Marker(files["marker"])},
-               d / "malicious_p4.ckpt", pickle_protocol=4)
+    torch.save(
+        {"state_dict": {"model.score.weight": torch.zeros(1)}, "x": _Marker(files["marker"])},
+        d / "malicious_p4.ckpt",
+        pickle_protocol=4,
+    )
     files["malicious_p4.ckpt"] = d / "malicious_p4.ckpt"
 
     model = d / "pickled_model"  # a model folder whose weights are a malicious pytorch_model.bin
-    MistralConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=1,
-                  sliding_window=None).save_pretrained(model)
+    MistralConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=None,
+    ).save_pretrained(model)
     torch.save({"model.embed_tokens.weight": _Marker(files["marker"])}, model / "pytorch_model.bin")
     files["pickled_model"] = model
     (d / "config_only").mkdir()
@@ -124,49 +151,111 @@ NO_MODEL_CASES = [
     ("empty_files_list", ["data=hh_rlhf", "data.files=[]"], ["data.files"]),
     # path mistakes
     ("missing_reward_model", ["algo.reward_model={tmp}/no-rm"], ["algo.reward_model={tmp}/no-rm"]),
-    ("reward_model_not_exported", ["algo.reward_model={config_only}"],
-     ["algo.reward_model={config_only}", "no model weights"]),
-    ("missing_base_model", ["model.name_or_path={tmp}/no-model"],
-     ["model.name_or_path={tmp}/no-model", "no such directory"]),
-    ("pickled_base_model", ["model.name_or_path={pickled_model}"],
-     ["model.name_or_path={pickled_model}", "pytorch_model.bin", "model.allow_pickle=true"]),
-    ("missing_checkpoint", ["algo=rm", "ckpt_path={tmp}/no.ckpt"],
-     ["ckpt_path={tmp}/no.ckpt", "no such file"]),
-    ("wrong_stage_checkpoint", ["ckpt_path={rm.ckpt}"],
-     ["ckpt_path={rm.ckpt}", "rm stage", "algo=ppo"]),
-    ("wrong_stage_checkpoint_ppo_to_rm", ["algo=rm", "ckpt_path={ppo.ckpt}"],
-     ["ckpt_path={ppo.ckpt}", "ppo stage", "algo=rm"]),
-    ("truncated_checkpoint", ["algo=rm", "ckpt_path={truncated.ckpt}"],
-     ["ckpt_path={truncated.ckpt}", "truncated"]),
-    ("corrupt_checkpoint", ["algo=rm", "ckpt_path={flipped.ckpt}"],
-     ["ckpt_path={flipped.ckpt}", "corrupt"]),
-    ("not_an_mplus_checkpoint", ["algo=rm", "ckpt_path={not_mplus.ckpt}"],
-     ["ckpt_path={not_mplus.ckpt}", "not an mplus training checkpoint"]),
-    ("malicious_checkpoint", ["algo=rm", "ckpt_path={malicious.ckpt}"],
-     ["ckpt_path={malicious.ckpt}", "posix.system"]),
-    ("malicious_checkpoint_protocol_4", ["algo=rm", "ckpt_path={malicious_p4.ckpt}"],
-     ["ckpt_path={malicious_p4.ckpt}", "posix.system"]),
+    (
+        "reward_model_not_exported",
+        ["algo.reward_model={config_only}"],
+        ["algo.reward_model={config_only}", "no model weights"],
+    ),
+    (
+        "missing_base_model",
+        ["model.name_or_path={tmp}/no-model"],
+        ["model.name_or_path={tmp}/no-model", "no such directory"],
+    ),
+    (
+        "pickled_base_model",
+        ["model.name_or_path={pickled_model}"],
+        ["model.name_or_path={pickled_model}", "pytorch_model.bin", "model.allow_pickle=true"],
+    ),
+    (
+        "missing_checkpoint",
+        ["algo=rm", "ckpt_path={tmp}/no.ckpt"],
+        ["ckpt_path={tmp}/no.ckpt", "no such file"],
+    ),
+    (
+        "wrong_stage_checkpoint",
+        ["ckpt_path={rm.ckpt}"],
+        ["ckpt_path={rm.ckpt}", "rm stage", "algo=ppo"],
+    ),
+    (
+        "wrong_stage_checkpoint_ppo_to_rm",
+        ["algo=rm", "ckpt_path={ppo.ckpt}"],
+        ["ckpt_path={ppo.ckpt}", "ppo stage", "algo=rm"],
+    ),
+    (
+        "truncated_checkpoint",
+        ["algo=rm", "ckpt_path={truncated.ckpt}"],
+        ["ckpt_path={truncated.ckpt}", "truncated"],
+    ),
+    (
+        "corrupt_checkpoint",
+        ["algo=rm", "ckpt_path={flipped.ckpt}"],
+        ["ckpt_path={flipped.ckpt}", "corrupt"],
+    ),
+    (
+        "not_an_mplus_checkpoint",
+        ["algo=rm", "ckpt_path={not_mplus.ckpt}"],
+        ["ckpt_path={not_mplus.ckpt}", "not an mplus training checkpoint"],
+    ),
+    (
+        "malicious_checkpoint",
+        ["algo=rm", "ckpt_path={malicious.ckpt}"],
+        ["ckpt_path={malicious.ckpt}", "posix.system"],
+    ),
+    (
+        "malicious_checkpoint_protocol_4",
+        ["algo=rm", "ckpt_path={malicious_p4.ckpt}"],
+        ["ckpt_path={malicious_p4.ckpt}", "posix.system"],
+    ),
     ("checkpoint_for_algo_none", ["algo=none", "ckpt_path={rm.ckpt}"], ["ckpt_path=", "algo=none"]),
     ("hydra_run_dir_is_a_file", ["hydra.run.dir={a_file}"], ["hydra.run.dir", "{a_file}"]),
     ("hydra_run_dir_under_a_file", ["hydra.run.dir={a_file}/run"], ["hydra.run.dir", "{a_file}"]),
     ("run_dir_is_a_file", ["run_dir={a_file}"], ["run_dir={a_file}", "is a file"]),
     # data files (data=hh_rlhf data.files=<path>)
-    ("data_missing", ["data=hh_rlhf", "data.files={tmp}/no.jsonl"], ["{tmp}/no.jsonl", "not found"]),
-    ("data_truncated_gz", ["data=hh_rlhf", "data.files={truncated.jsonl.gz}"],
-     ["{truncated.jsonl.gz}", "cannot read"]),
-    ("data_non_utf8", ["data=hh_rlhf", "data.files={non_utf8.jsonl}"],
-     ["{non_utf8.jsonl}:2:", "not UTF-8"]),
-    ("data_invalid_json", ["data=hh_rlhf", "data.files={invalid_json.jsonl}"],
-     ["{invalid_json.jsonl}:2:", "invalid JSON"]),
-    ("data_non_object_line", ["data=hh_rlhf", "data.files={non_object.jsonl}"],
-     ["{non_object.jsonl}:2:", "expected a JSON object, got list"]),
-    ("data_empty_file", ["data=hh_rlhf", "data.files={empty.jsonl}"],
-     ["no usable pairs in {empty.jsonl}", "skipped: nothing"]),
-    ("data_every_row_skipped", ["data=hh_rlhf", "data.files={all_skipped.jsonl}"],
-     ["no usable pairs in {all_skipped.jsonl}", "identical: 1", "no_assistant_turn: 1",
-      "malformed: 1"]),
-    ("data_unknown_subset", ["data=hh_rlhf", "+data.mix.harmles-base=1.0"],
-     ["data.mix.harmles-base", "harmless-base"]),
+    (
+        "data_missing",
+        ["data=hh_rlhf", "data.files={tmp}/no.jsonl"],
+        ["{tmp}/no.jsonl", "not found"],
+    ),
+    (
+        "data_truncated_gz",
+        ["data=hh_rlhf", "data.files={truncated.jsonl.gz}"],
+        ["{truncated.jsonl.gz}", "cannot read"],
+    ),
+    (
+        "data_non_utf8",
+        ["data=hh_rlhf", "data.files={non_utf8.jsonl}"],
+        ["{non_utf8.jsonl}:2:", "not UTF-8"],
+    ),
+    (
+        "data_invalid_json",
+        ["data=hh_rlhf", "data.files={invalid_json.jsonl}"],
+        ["{invalid_json.jsonl}:2:", "invalid JSON"],
+    ),
+    (
+        "data_non_object_line",
+        ["data=hh_rlhf", "data.files={non_object.jsonl}"],
+        ["{non_object.jsonl}:2:", "expected a JSON object, got list"],
+    ),
+    (
+        "data_empty_file",
+        ["data=hh_rlhf", "data.files={empty.jsonl}"],
+        ["no usable pairs in {empty.jsonl}", "skipped: nothing"],
+    ),
+    (
+        "data_every_row_skipped",
+        ["data=hh_rlhf", "data.files={all_skipped.jsonl}"],
+        [
+            "no usable pairs in {all_skipped.jsonl}",
+            "identical: 1",
+            "no_assistant_turn: 1",
+            "malformed: 1",
+        ],
+    ),
+    (
+        "data_unknown_subset",
+        ["data=hh_rlhf", "+data.mix.harmles-base=1.0"],
+        ["data.mix.harmles-base", "harmless-base"],
+    ),
 ]
 MALICIOUS = {"pickled_base_model", "malicious_checkpoint", "malicious_checkpoint_protocol_4"}
 
@@ -178,12 +267,27 @@ def _fill(text: str, files: dict[str, Path], tmp: Path) -> str:
 
 
 def _train(overrides: list[str], *, run_dir: Path, cache_dir: Path, python_flags=()):
-    cmd = [sys.executable, *python_flags, "-m", "mplus.train", *TEST_MODEL,
-           f"cache_dir={cache_dir}", "progress_bar=false", f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [
+        sys.executable,
+        *python_flags,
+        "-m",
+        "mplus.train",
+        *TEST_MODEL,
+        f"cache_dir={cache_dir}",
+        "progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc, time.perf_counter() - t0
 
 
@@ -195,8 +299,11 @@ def _written(run_dir: Path) -> list[str]:
     """Files in the run dir besides its logs (Hydra's .hydra/ and train.log)."""
     if not run_dir.is_dir():
         return []
-    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()
-                  and p.name != "train.log" and ".hydra" not in p.relative_to(run_dir).parts)
+    return sorted(
+        str(p.relative_to(run_dir))
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.name != "train.log" and ".hydra" not in p.relative_to(run_dir).parts
+    )
 
 
 @pytest.mark.parametrize("case", NO_MODEL_CASES, ids=[c[0] for c in NO_MODEL_CASES])
@@ -205,8 +312,9 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model(case, bad, tmp_path):
     files = dict(bad)
     bad["marker"].unlink(missing_ok=True)
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    proc, seconds = _train([_fill(o, files, tmp_path) for o in overrides], run_dir=run_dir,
-                           cache_dir=cache)
+    proc, seconds = _train(
+        [_fill(o, files, tmp_path) for o in overrides], run_dir=run_dir, cache_dir=cache
+    )
     out = proc.stdout + proc.stderr
     lines = _lines(proc)
     print(f"{name}: exit {proc.returncode} in {seconds:.2f}s: {lines}")
@@ -225,10 +333,17 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model(case, bad, tmp_path):
 
 def test_refusals_before_a_model_import_no_torch(bad, tmp_path):
     """The checks that need no model run before torch, transformers or Lightning load."""
-    for overrides in (["algo.kl.coef=-1"], ["algo=rm", f"ckpt_path={bad['malicious.ckpt']}"],
-                      ["data=hh_rlhf", f"data.files={bad['empty.jsonl']}"]):
-        proc, _ = _train(overrides, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
-                         python_flags=("-X", "importtime"))
+    for overrides in (
+        ["algo.kl.coef=-1"],
+        ["algo=rm", f"ckpt_path={bad['malicious.ckpt']}"],
+        ["data=hh_rlhf", f"data.files={bad['empty.jsonl']}"],
+    ):
+        proc, _ = _train(
+            overrides,
+            run_dir=tmp_path / "run",
+            cache_dir=tmp_path / "cache",
+            python_flags=("-X", "importtime"),
+        )
         assert proc.returncode == 2, proc.stderr[-3000:]
         imported = {x.rsplit("|", 1)[-1].strip() for x in proc.stderr.splitlines() if "|" in x}
         assert not imported & {"torch", "transformers", "lightning"}, overrides
@@ -238,8 +353,13 @@ def test_refusals_before_a_model_import_no_torch(bad, tmp_path):
 
 
 def test_every_pair_too_long_is_refused_naming_the_file(run_train, bad):
-    proc, run_dir = run_train("algo=rm", "data=hh_rlhf", f"data.files={bad['good.jsonl']}",
-                              "data.max_length=9", check=False)
+    proc, run_dir = run_train(
+        "algo=rm",
+        "data=hh_rlhf",
+        f"data.files={bad['good.jsonl']}",
+        "data.max_length=9",
+        check=False,
+    )
     lines = _lines(proc)
     assert proc.returncode == 2 and len(lines) == 1, lines[-20:]
     assert f"no usable pairs in {bad['good.jsonl']} (skipped: too_long: 20)" in lines[0]
@@ -248,8 +368,15 @@ def test_every_pair_too_long_is_refused_naming_the_file(run_train, bad):
 
 
 def test_nan_in_the_reward_model_is_one_line_naming_the_step(run_train):
-    proc, run_dir = run_train("algo=rm", "algo.lr=1e30", "algo.max_steps=5", "algo.val_every=5",
-                              "data.num_train_pairs=64", "data.num_val_pairs=16", check=False)
+    proc, run_dir = run_train(
+        "algo=rm",
+        "algo.lr=1e30",
+        "algo.max_steps=5",
+        "algo.val_every=5",
+        "data.num_train_pairs=64",
+        "data.num_val_pairs=16",
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     errors = [x for x in _lines(proc) if "ERROR" in x]
     assert proc.returncode == 2, out[-3000:]
@@ -264,9 +391,12 @@ def test_nan_in_the_reward_model_is_one_line_naming_the_step(run_train):
 def _torch_load_calls():
     for f in sorted((REPO / "mplus").rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "load"
-                    and ast.unparse(node.func.value) in ("torch", "torch.serialization")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and ast.unparse(node.func.value) in ("torch", "torch.serialization")
+            ):
                 yield f, node
 
 
@@ -283,19 +413,23 @@ def test_every_torch_load_in_mplus_passes_weights_only_true():
         kw = {k.arg: k.value for k in node.keywords}
         value = kw.get("weights_only")
         assert isinstance(value, ast.Constant) and value.value is True, f"{f}:{node.lineno}"
-    assert not [f for f in (REPO / "mplus").rglob("*.py")
-                if "from torch import load" in f.read_text()]
+    assert not [
+        f for f in (REPO / "mplus").rglob("*.py") if "from torch import load" in f.read_text()
+    ]
 
 
 def test_every_lightning_resume_passes_weights_only_true():
     for f in sorted((REPO / "mplus").rglob("*.py")):
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            if isinstance(node, ast.Call) and any(k.arg == "ckpt_path" for k in node.keywords) \
-                    and isinstance(node.func, ast.Attribute) and node.func.attr == "fit":
+            if (
+                isinstance(node, ast.Call)
+                and any(k.arg == "ckpt_path" for k in node.keywords)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "fit"
+            ):
                 kw = {k.arg: k.value for k in node.keywords}
                 value = kw.get("weights_only")
-                assert isinstance(value, ast.Constant) and value.value is True, \
-                    f"{f}:{node.lineno}"
+                assert isinstance(value, ast.Constant) and value.value is True, f"{f}:{node.lineno}"
 
 
 def test_weights_load_from_safetensors_unless_allow_pickle():
@@ -324,8 +458,9 @@ def test_a_pickled_model_never_runs(bad):
     assert not bad["marker"].exists()
 
 
-@pytest.mark.parametrize("stage,keys", [("rm", RM_KEYS), ("sft", SFT_KEYS), ("dpo", DPO_KEYS),
-                                        ("ppo", PPO_KEYS)])
+@pytest.mark.parametrize(
+    "stage,keys", [("rm", RM_KEYS), ("sft", SFT_KEYS), ("dpo", DPO_KEYS), ("ppo", PPO_KEYS)]
+)
 def test_checkpoint_stage_from_its_keys(stage, keys, tmp_path):
     import torch
 
@@ -350,8 +485,9 @@ def test_a_sharded_checkpoint_is_inspected_without_unpickling(tmp_path):
     from mplus.preflight import check_checkpoint
 
     ckpt = tmp_path / "last.ckpt"
-    dcp.save({"state_dict": {k: torch.zeros(2) for k in PPO_KEYS}}, checkpoint_id=ckpt,
-             no_dist=True)
+    dcp.save(
+        {"state_dict": {k: torch.zeros(2) for k in PPO_KEYS}}, checkpoint_id=ckpt, no_dist=True
+    )
     with pytest.raises(CheckpointError, match="no meta.pt"):
         check_checkpoint(str(ckpt), "ppo")
     torch.save({"mplus_ppo": {"ppo_step": 2}, "global_step": 4}, ckpt / "meta.pt")
@@ -387,6 +523,12 @@ def test_run_raises_the_user_error(tmp_path):
     from mplus.train import run
 
     with pytest.raises(CheckpointError, match="no such file"):
-        run([f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}", "algo=rm",
-             f"ckpt_path={tmp_path / 'no.ckpt'}"])
+        run(
+            [
+                f"hydra.run.dir={tmp_path / 'run'}",
+                f"cache_dir={tmp_path / 'cache'}",
+                "algo=rm",
+                f"ckpt_path={tmp_path / 'no.ckpt'}",
+            ]
+        )
     assert not (tmp_path / "cache").exists()

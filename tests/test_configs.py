@@ -38,7 +38,11 @@ def test_every_option_composes_and_validates(group):
 def test_default_is_the_embedded_pipeline():
     cfg = validate(_compose())
     assert (cfg.model.name, cfg.data.name, cfg.algo.name, cfg.hardware.name) == (
-        "tiny", "synthetic", "ppo", "cpu")
+        "tiny",
+        "synthetic",
+        "ppo",
+        "cpu",
+    )
     assert cfg.model.name_or_path is None and cfg.hardware.attn_implementation == "sdpa"
     assert cfg.algo.rm.max_steps > 0  # the RM stage settings come from algo/rm.yaml
 
@@ -80,7 +84,10 @@ def test_wrong_type_fails():
 def test_cli_bad_config_exits_cleanly_before_loading_a_model(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "mplus.train", "algo.kl.coef=-1", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "algo.kl.coef" in proc.stdout + proc.stderr

@@ -22,28 +22,34 @@ from tests.conftest import REPO
 # ---------------------------------------------------------------- [[rating]] parsing
 
 
-@pytest.mark.parametrize("text, want", [
-    ("The answer is accurate and helpful.\n\nRating: [[8]]", 8.0),
-    ("Rating: [[7.5]]", 7.5),
-    ("[[10]]", 10.0),
-    ("Rating: [[1]] and later [[9]]", 1.0),        # the first [[x]] counts, as in FastChat
-    ("the format is \"[[rating]]\". Rating: [[3]]", 3.0),  # the literal placeholder is no rating
-    ("no double brackets, but [6] at the end", 6.0),  # FastChat's single-bracket fallback
-    ("[4] first, then [[9]]", 9.0),                # [[x]] wins over an earlier [x]
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("The answer is accurate and helpful.\n\nRating: [[8]]", 8.0),
+        ("Rating: [[7.5]]", 7.5),
+        ("[[10]]", 10.0),
+        ("Rating: [[1]] and later [[9]]", 1.0),  # the first [[x]] counts, as in FastChat
+        ('the format is "[[rating]]". Rating: [[3]]', 3.0),  # the literal placeholder is no rating
+        ("no double brackets, but [6] at the end", 6.0),  # FastChat's single-bracket fallback
+        ("[4] first, then [[9]]", 9.0),  # [[x]] wins over an earlier [x]
+    ],
+)
 def test_parse_rating_well_formed(text, want):
     assert parse_rating(text) == want
 
 
-@pytest.mark.parametrize("text", [
-    "Rating: [[seven]]",      # not a number
-    "Rating: [[ 7 ]]",        # spaces inside are not FastChat's format
-    "Rating: [[-3]]",         # negative: no match
-    "Rating: [[11]]",         # out of the 1-10 scale
-    "Rating: [[0]]",
-    "Rating: [[7",            # unclosed
-    "Rating: 7/10",           # no brackets at all
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Rating: [[seven]]",  # not a number
+        "Rating: [[ 7 ]]",  # spaces inside are not FastChat's format
+        "Rating: [[-3]]",  # negative: no match
+        "Rating: [[11]]",  # out of the 1-10 scale
+        "Rating: [[0]]",
+        "Rating: [[7",  # unclosed
+        "Rating: 7/10",  # no brackets at all
+    ],
+)
 def test_parse_rating_malformed_is_none(text):
     assert parse_rating(text) is None
 
@@ -105,8 +111,12 @@ def test_win_rate_needs_paired_scores():
 def test_parse_questions_both_formats_and_counts_malformed():
     rows = [
         {"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Shorter."]},
-        {"prompt_id": 7, "category": "math", "prompt": ["1+1?", "Times 3?"],
-         "reference": ["2", "6"]},
+        {
+            "prompt_id": 7,
+            "category": "math",
+            "prompt": ["1+1?", "Times 3?"],
+            "reference": ["2", "6"],
+        },
         {"question_id": 3, "category": "stem", "turns": ["Only one turn"]},
         {"question_id": 4, "turns": ["", "empty first turn"]},
         {"prompt_id": 9, "category": "math", "prompt": ["3+3?", "Halve it."], "reference": []},
@@ -121,7 +131,8 @@ def test_parse_questions_both_formats_and_counts_malformed():
 def test_transcript_is_the_hh_format():
     assert transcript(["Hi?", "And?"], []) == "\n\nHuman: Hi?\n\nAssistant:"
     assert transcript(["Hi?", "And?"], ["Hello."]) == (
-        "\n\nHuman: Hi?\n\nAssistant: Hello.\n\nHuman: And?\n\nAssistant:")
+        "\n\nHuman: Hi?\n\nAssistant: Hello.\n\nHuman: And?\n\nAssistant:"
+    )
 
 
 def test_judge_request_uses_fastchat_prompts():
@@ -139,9 +150,12 @@ def test_judge_request_uses_fastchat_prompts():
 
 
 def test_parse_prompts_challenging_subset_and_malformed():
-    rows = [{"prompt": {"text": "So I said"}, "challenging": False},
-            {"prompt": {"text": "You are a"}, "challenging": True},
-            {"prompt": "not a dict"}, {"prompt": {"text": ""}}]
+    rows = [
+        {"prompt": {"text": "So I said"}, "challenging": False},
+        {"prompt": {"text": "You are a"}, "challenging": True},
+        {"prompt": "not a dict"},
+        {"prompt": {"text": ""}},
+    ]
     assert parse_prompts(rows, False) == (["So I said", "You are a"], 2)
     assert parse_prompts(rows, True) == (["You are a"], 2)
 
@@ -156,8 +170,12 @@ def test_task_specs():
 def test_suite_settings_for_training_runs():
     s = suite_settings(["toxicity"], {"toxicity": {"k": 3}})
     assert isinstance(s, SuitesConfig) and s.suites == ["toxicity"] and s.toxicity.k == 3
-    assert suite_settings(["all"], {}).suites == ["general", "conversation", "toxicity",
-                                                  "harmlessness"]
+    assert suite_settings(["all"], {}).suites == [
+        "general",
+        "conversation",
+        "toxicity",
+        "harmlessness",
+    ]
     with pytest.raises(ConfigError, match="eval.suites"):
         suite_settings(["toxicty"], {})
     with pytest.raises(ConfigError, match="evaluation.suite"):
@@ -174,8 +192,12 @@ def test_every_eval_suite_option_composes(option):
 
     register_eval_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = validate_eval(compose("eval", overrides=[f"eval={option}", "models=[m]",
-                                                       "run_dir=.", "hardware=1xgpu"]))
+        cfg = validate_eval(
+            compose(
+                "eval", overrides=[f"eval={option}", "models=[m]", "run_dir=.", "hardware=1xgpu"]
+            )
+        )
     assert cfg.eval.name == option and cfg.hardware.name == "1xgpu"
-    assert cfg.eval.suites == (["general", "conversation", "toxicity", "harmlessness"]
-                               if option == "all" else [option])
+    assert cfg.eval.suites == (
+        ["general", "conversation", "toxicity", "harmlessness"] if option == "all" else [option]
+    )

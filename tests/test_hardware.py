@@ -69,9 +69,19 @@ def test_gpu_options_refuse_without_cuda(opt):
 @NO_CUDA
 def test_gpu_option_refusal_is_one_clear_line_from_the_cli(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mplus.train", "hardware=8xa100", f"hydra.run.dir={tmp_path}",
-         f"cache_dir={tmp_path}/cache"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mplus.train",
+            "hardware=8xa100",
+            f"hydra.run.dir={tmp_path}",
+            f"cache_dir={tmp_path}/cache",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-3000:]
     assert "hardware=8xa100 needs CUDA GPUs but torch sees none" in out
@@ -81,9 +91,19 @@ def test_gpu_option_refusal_is_one_clear_line_from_the_cli(tmp_path):
 
 def test_flash_attention_without_the_package_says_how_to_install(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "mplus.train", "hardware.attn_implementation=flash_attention_2",
-         f"hydra.run.dir={tmp_path}", f"cache_dir={tmp_path}/cache"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mplus.train",
+            "hardware.attn_implementation=flash_attention_2",
+            f"hydra.run.dir={tmp_path}",
+            f"cache_dir={tmp_path}/cache",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "pip install -e '.[gpu]'" in out and "Traceback" not in out
 
@@ -94,11 +114,13 @@ def test_unsupported_parallel_plans_fail_at_start():
 
     check_parallel_plan(_compose("hardware=2xcpu"))  # the default PPO batch divides by 2
     with pytest.raises(HardwareError, match="rollout_batch_size=33 must be divisible by the 2"):
-        check_parallel_plan(_compose("hardware=2xcpu", "algo.rollout_batch_size=33",
-                                     "algo.minibatch_size=11"))
+        check_parallel_plan(
+            _compose("hardware=2xcpu", "algo.rollout_batch_size=33", "algo.minibatch_size=11")
+        )
     with pytest.raises(HardwareError, match="minibatch_size=17 must be divisible by the 2"):
-        check_parallel_plan(_compose("hardware=2xcpu", "algo.rollout_batch_size=34",
-                                     "algo.minibatch_size=17"))
+        check_parallel_plan(
+            _compose("hardware=2xcpu", "algo.rollout_batch_size=34", "algo.minibatch_size=17")
+        )
     with pytest.raises(HardwareError, match="DDP"):
         check_parallel_plan(_compose("hardware=2xcpu", "hardware.strategy=ddp"))
 
@@ -139,9 +161,14 @@ META_SHARD = textwrap.dedent("""
 def test_mistral_7b_on_meta_device_under_the_8xa100_wrap_policy(tmp_path):
     script = tmp_path / "meta_shard.py"
     script.write_text(META_SHARD)
-    proc = subprocess.run([sys.executable, str(script), str(REPO / "conf"), "29561"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [sys.executable, str(script), str(REPO / "conf"), "29561"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
     _, n_params, n_units, n_wrapped, cls, on_meta, dtype = line[0].split()
@@ -162,14 +189,27 @@ def _max_weight_diff(a, b) -> float:
     return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
 
 
-RM_FEW = ["algo=rm", "algo.max_steps=8", "algo.val_every=8", "data.num_train_pairs=512",
-          "data.num_val_pairs=128"]
+RM_FEW = [
+    "algo=rm",
+    "algo.max_steps=8",
+    "algo.val_every=8",
+    "data.num_train_pairs=512",
+    "data.num_val_pairs=128",
+]
 # Greedy rollouts, so one process and two generate the same responses for the same prompts; one
 # minibatch per step, because each rank shuffles its own slice into minibatches (as valid, but a
 # different partition than one process shuffling the whole batch).
-PPO_FEW = ["algo=ppo", "algo.steps=3", "algo.rollout_batch_size=16", "algo.minibatch_size=16",
-           "algo.ppo_epochs=1", "algo.generation.greedy=true", "evaluation.temperature=0",
-           "evaluation.probe_docs=20", "data.num_eval_prompts=16"]
+PPO_FEW = [
+    "algo=ppo",
+    "algo.steps=3",
+    "algo.rollout_batch_size=16",
+    "algo.minibatch_size=16",
+    "algo.ppo_epochs=1",
+    "algo.generation.greedy=true",
+    "evaluation.temperature=0",
+    "evaluation.probe_docs=20",
+    "data.num_eval_prompts=16",
+]
 
 
 @pytest.mark.slow
@@ -185,8 +225,14 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     proc, _ = run_train(*RM_FEW, "hardware=2xcpu", run_dir=two)
     assert "sharded in 5 units (4 decoder layers) over 2 ranks" in proc.stdout + proc.stderr
     s1, s2 = read_summary(one), read_summary(two)
-    for k in ("rm/val_loss", "rm/val_accuracy", "rm/reward_mean", "rm/reward_std", "rm/margin",
-              "rm/train_loss"):
+    for k in (
+        "rm/val_loss",
+        "rm/val_accuracy",
+        "rm/reward_mean",
+        "rm/reward_std",
+        "rm/margin",
+        "rm/train_loss",
+    ):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
     assert s2["rm/steps"] == 8
     assert _max_weight_diff(one / "reward_model", two / "reward_model") < 1e-4
@@ -201,8 +247,15 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
     assert s1["ppo/kl_end"] > 0  # the policy moved, so the comparison means something
     c1, c2 = read_scalars(p1 / "tb"), read_scalars(p2 / "tb")
-    for tag in ("ppo/reward_mean", "ppo/kl", "ppo/policy_loss", "ppo/value_loss",
-                "ppo/entropy", "ppo/explained_variance", "ppo/response_length_mean"):
+    for tag in (
+        "ppo/reward_mean",
+        "ppo/kl",
+        "ppo/policy_loss",
+        "ppo/value_loss",
+        "ppo/entropy",
+        "ppo/explained_variance",
+        "ppo/response_length_mean",
+    ):
         assert len(c1[tag]) == len(c2[tag]) == 3, tag
         for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
             assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)

@@ -55,8 +55,15 @@ def test_the_same_run_on_one_gpu_does_not_fit():
 def test_lora_trains_only_the_adapters():
     from mplus.plan import plan
 
-    p = plan(_compose("model=mistral-7b", "algo=dpo", "hardware=1xgpu", "model.lora.enabled=true",
-                      "model.lora.r=8"))
+    p = plan(
+        _compose(
+            "model=mistral-7b",
+            "algo=dpo",
+            "hardware=1xgpu",
+            "model.lora.enabled=true",
+            "model.lora.r=8",
+        )
+    )
     policy = p.rows[0]
     # q, k, v, o per layer: r x (in + out) = 8 x (4096+4096, 4096+1024, 4096+1024, 4096+4096)
     lora = 32 * 8 * (8192 + 5120 + 5120 + 8192)
@@ -65,13 +72,22 @@ def test_lora_trains_only_the_adapters():
 
 
 def test_cli_prints_the_table_and_a_verdict():
-    proc = subprocess.run([sys.executable, "-m", "mplus.plan", "model=mistral-7b", "algo=ppo",
-                           "hardware=8xa100"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mplus.plan", "model=mistral-7b", "algo=ppo", "hardware=8xa100"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "policy         7,241,732,096" in out and "verdict: FITS" in out
     assert "13.49" in out  # policy GiB per GPU: 16 x 7,241,732,096 / 8 / 2^30
-    bad = subprocess.run([sys.executable, "-m", "mplus.plan", "algo.kl.coef=-1"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "mplus.plan", "algo.kl.coef=-1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "algo.kl.coef" in bad.stderr

@@ -11,24 +11,40 @@ import torch
 
 from tests.conftest import REPO, TEST_MODEL, read_summary
 
-CHEAP_DATA = ["data.num_train_pairs=48", "data.num_val_pairs=16", "data.num_prompts=32",
-              "data.num_eval_prompts=4", "evaluation.probe_docs=4", "evaluation.max_new_tokens=6"]
+CHEAP_DATA = [
+    "data.num_train_pairs=48",
+    "data.num_val_pairs=16",
+    "data.num_prompts=32",
+    "data.num_eval_prompts=4",
+    "evaluation.probe_docs=4",
+    "evaluation.max_new_tokens=6",
+]
 CHEAP_ALGO = {
     "rm": ["algo=rm", "algo.max_steps=2", "algo.val_every=2", "algo.batch_size=8"],
     "sft": ["algo=sft", "algo.max_steps=2", "algo.val_every=2", "algo.batch_size=8"],
     "dpo": ["algo=dpo", "algo.max_steps=2", "algo.val_every=2", "algo.batch_size=8"],
-    "ppo": ["algo=ppo", "algo.steps=2", "algo.rollout_batch_size=4", "algo.minibatch_size=4",
-            "algo.generation.max_new_tokens=6", "algo.rm.max_steps=2", "algo.rm.val_every=2",
-            "algo.rm.batch_size=8", "algo.warmup_steps=1"],
+    "ppo": [
+        "algo=ppo",
+        "algo.steps=2",
+        "algo.rollout_batch_size=4",
+        "algo.minibatch_size=4",
+        "algo.generation.max_new_tokens=6",
+        "algo.rm.max_steps=2",
+        "algo.rm.val_every=2",
+        "algo.rm.batch_size=8",
+        "algo.warmup_steps=1",
+    ],
 }
 
 
 # PPO (which trains its reward model first) in the default run; the other stages are slow
-@pytest.mark.parametrize("algo", [pytest.param(a, marks=pytest.mark.slow) for a in ("rm", "sft",
-                                                                                   "dpo")] + ["ppo"])
+@pytest.mark.parametrize(
+    "algo", [pytest.param(a, marks=pytest.mark.slow) for a in ("rm", "sft", "dpo")] + ["ppo"]
+)
 def test_stages_run_on_the_real_mistral_tokenizer(run_train, mistral_model_dir, algo):
-    _, run_dir = run_train(f"model.name_or_path={mistral_model_dir}", *CHEAP_DATA,
-                           *CHEAP_ALGO[algo])
+    _, run_dir = run_train(
+        f"model.name_or_path={mistral_model_dir}", *CHEAP_DATA, *CHEAP_ALGO[algo]
+    )
     s = read_summary(run_dir)
     if algo in ("rm", "ppo"):
         assert 0.0 <= s["rm/val_accuracy"] <= 1.0 and s["rm/steps"] == 2
@@ -67,12 +83,26 @@ def _ppo_in_process(tmp_path, cache_dir, *overrides):
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            *TEST_MODEL, f"cache_dir={cache_dir}", f"run_dir={tmp_path / 'run'}",
-            "progress_bar=false", "algo.steps=3", "algo.ppo_epochs=1",
-            "algo.rollout_batch_size=8", "algo.minibatch_size=8", "algo.rm.max_steps=4",
-            "algo.rm.val_every=4", "data.num_eval_prompts=4", "evaluation.enabled=false",
-            "algo.warmup_steps=1", "algo.policy_lr=1e-3", *overrides])
+        cfg = compose(
+            "train",
+            overrides=[
+                *TEST_MODEL,
+                f"cache_dir={cache_dir}",
+                f"run_dir={tmp_path / 'run'}",
+                "progress_bar=false",
+                "algo.steps=3",
+                "algo.ppo_epochs=1",
+                "algo.rollout_batch_size=8",
+                "algo.minibatch_size=8",
+                "algo.rm.max_steps=4",
+                "algo.rm.val_every=4",
+                "data.num_eval_prompts=4",
+                "evaluation.enabled=false",
+                "algo.warmup_steps=1",
+                "algo.policy_lr=1e-3",
+                *overrides,
+            ],
+        )
     A.policy_loss = spy
     try:
         run(validate(cfg))
@@ -100,14 +130,16 @@ def test_ppo_is_on_policy_with_attention_dropout(cache_dir, tmp_path, dropout_ba
 
 @pytest.mark.slow
 def test_ppo_is_on_policy_with_lora_dropout(cache_dir, tmp_path):
-    diffs = _ppo_in_process(tmp_path, cache_dir, "model.lora.enabled=true",
-                            "model.lora.dropout=0.1")
+    diffs = _ppo_in_process(
+        tmp_path, cache_dir, "model.lora.enabled=true", "model.lora.dropout=0.1"
+    )
     assert len(diffs) == 3 and max(diffs) < 1e-5, diffs
 
 
 @pytest.mark.slow
-def test_without_disabling_dropout_ppo_would_be_off_policy(cache_dir, tmp_path, dropout_base,
-                                                           monkeypatch):
+def test_without_disabling_dropout_ppo_would_be_off_policy(
+    cache_dir, tmp_path, dropout_base, monkeypatch
+):
     """The control for the two tests above: their models really have dropout."""
     import mplus.models.builders as B
 
@@ -123,6 +155,7 @@ def test_warmup_starts_above_zero():
     assert warmup_cosine(4, 4, 10) == 1.0 and warmup_cosine(7, 4, 10) == pytest.approx(0.5)
     assert warmup_cosine(10, 4, 10) == 0.0 and warmup_cosine(12, 4, 10) == 0.0
     assert warmup_cosine(0, 0, 10) == 1.0
-    opt, _ = adamw_with_warmup([torch.nn.Parameter(torch.ones(1))], lr=1e-3, weight_decay=0,
-                               warmup_steps=5, total_steps=60)
+    opt, _ = adamw_with_warmup(
+        [torch.nn.Parameter(torch.ones(1))], lr=1e-3, weight_decay=0, warmup_steps=5, total_steps=60
+    )
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)  # step 0 trains

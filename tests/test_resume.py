@@ -33,31 +33,72 @@ TIMING_TAGS = ("perf/", "time/", "final/time/")
 
 # an RM epoch is 10 batches (160 pairs / 16) and a checkpoint comes every 5 steps, so checkpoints
 # fall both mid-epoch (5, 15) and on an epoch's last batch (10, 20)
-RM = ["algo=rm", "algo.max_steps=25", "algo.val_every=5", "algo.batch_size=16",
-      "data.num_train_pairs=160", "data.num_val_pairs=64", "logger.log_every=1"]
-DPO = ["algo=dpo", "algo.max_steps=25", "algo.val_every=5", "algo.batch_size=16",
-       "data.num_train_pairs=160", "data.num_val_pairs=64", "data.num_eval_prompts=8",
-       "evaluation.probe_docs=16", "evaluation.max_new_tokens=8", "logger.log_every=1"]
+RM = [
+    "algo=rm",
+    "algo.max_steps=25",
+    "algo.val_every=5",
+    "algo.batch_size=16",
+    "data.num_train_pairs=160",
+    "data.num_val_pairs=64",
+    "logger.log_every=1",
+]
+DPO = [
+    "algo=dpo",
+    "algo.max_steps=25",
+    "algo.val_every=5",
+    "algo.batch_size=16",
+    "data.num_train_pairs=160",
+    "data.num_val_pairs=64",
+    "data.num_eval_prompts=8",
+    "evaluation.probe_docs=16",
+    "evaluation.max_new_tokens=8",
+    "logger.log_every=1",
+]
 # base -> RM (checkpoints at 5, 10, 15, 20) -> PPO (checkpoints at PPO steps 2, 4, 6)
-PPO = ["algo.rm.max_steps=20", "algo.rm.val_every=5", "algo.rm.batch_size=16",
-       "data.num_train_pairs=160", "data.num_val_pairs=64", "algo.steps=6", "algo.ckpt_every=2",
-       "algo.rollout_batch_size=8", "algo.minibatch_size=8", "algo.generation.max_new_tokens=8",
-       "data.num_eval_prompts=8", "evaluation.probe_docs=16", "evaluation.max_new_tokens=8",
-       "logger.log_every=1"]
+PPO = [
+    "algo.rm.max_steps=20",
+    "algo.rm.val_every=5",
+    "algo.rm.batch_size=16",
+    "data.num_train_pairs=160",
+    "data.num_val_pairs=64",
+    "algo.steps=6",
+    "algo.ckpt_every=2",
+    "algo.rollout_batch_size=8",
+    "algo.minibatch_size=8",
+    "algo.generation.max_new_tokens=8",
+    "data.num_eval_prompts=8",
+    "evaluation.probe_docs=16",
+    "evaluation.max_new_tokens=8",
+    "logger.log_every=1",
+]
 
 
 # ---------------------------------------------------------------- running and killing
 
 
 def _command(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> list[str]:
-    return [sys.executable, "-m", "mplus.train", *model, f"cache_dir={cache_dir}",
-            f"hydra.run.dir={run_dir}", "progress_bar=false", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "mplus.train",
+        *model,
+        f"cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "progress_bar=false",
+        *overrides,
+    ]
 
 
 def _run(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> None:
     cmd = _command(cache_dir, run_dir, *overrides, model=model)
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-5000:]}"
 
 
@@ -84,15 +125,28 @@ def _checkpointed(ckpt: Path, step: int):
     return ready
 
 
-def _kill_when(cache_dir: Path, run_dir: Path, overrides: list[str], ready, what: str,
-               rng: random.Random, *, not_yet: Path, max_delay: float = 1.5) -> str:
+def _kill_when(
+    cache_dir: Path,
+    run_dir: Path,
+    overrides: list[str],
+    ready,
+    what: str,
+    rng: random.Random,
+    *,
+    not_yet: Path,
+    max_delay: float = 1.5,
+) -> str:
     """Start a run, wait until ``ready()`` (a checkpoint has appeared), wait a random while more,
     then SIGKILL the run's whole process group. Fails if the run ended first or had already
     written ``not_yet`` (the kill came too late for what the test means to break). Returns what
     happened, for assertion messages."""
-    proc = subprocess.Popen(_command(cache_dir, run_dir, *overrides), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        _command(cache_dir, run_dir, *overrides),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     delay = rng.uniform(0.0, max_delay)
     try:
         deadline = time.time() + 900
@@ -145,15 +199,17 @@ def _purge_note(tb_dir: Path) -> str:
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.compat.proto import event_pb2
 
-    marks = [(f.name, e.step) for f in sorted(tb_dir.glob("events.out.tfevents.*"))
-             for e in EventFileLoader(str(f)).Load()
-             if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
+    marks = [
+        (f.name, e.step)
+        for f in sorted(tb_dir.glob("events.out.tfevents.*"))
+        for e in EventFileLoader(str(f)).Load()
+        if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START
+    ]
     return f"; TensorBoard restart markers (file, purge step): {marks}" if marks else ""
 
 
 def _close(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=REL_TOL,
-                                                               abs_tol=ABS_TOL)
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
 
 
 def assert_same_run(resumed: Path, uninterrupted: Path, what: str) -> None:
@@ -164,21 +220,31 @@ def assert_same_run(resumed: Path, uninterrupted: Path, what: str) -> None:
     twice = {tag: sorted((got_n[tag] - want_n[tag]).elements()) for tag in want}
     twice = {tag: steps for tag, steps in twice.items() if steps}
     if twice:  # TensorBoard purge on resume is the trainer's business; compare the last values
-        warnings.warn(f"{what}: steps logged again after the resume (last value kept): {twice}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{what}: steps logged again after the resume (last value kept): {twice}", stacklevel=2
+        )
     for tag in want:
-        missing, extra = sorted(set(want[tag]) - set(got[tag])), sorted(set(got[tag]) - set(want[tag]))
+        missing, extra = (
+            sorted(set(want[tag]) - set(got[tag])),
+            sorted(set(got[tag]) - set(want[tag])),
+        )
         assert not missing and not extra, (
             f"{what}: {tag} lacks steps {missing} and has extra steps {extra}"
-            + _purge_note(resumed / "tb"))
-        bad = [(s, got[tag][s], v) for s, v in sorted(want[tag].items())
-               if not _close(got[tag][s], v)]
+            + _purge_note(resumed / "tb")
+        )
+        bad = [
+            (s, got[tag][s], v) for s, v in sorted(want[tag].items()) if not _close(got[tag][s], v)
+        ]
         assert not bad, f"{what}: {tag} differs at (step, resumed, uninterrupted) {bad[:5]}"
     s_got, s_want = read_summary(resumed), read_summary(uninterrupted)
     untimed = {k for k in s_want if not k.startswith("time/")}
     assert untimed == {k for k in s_got if not k.startswith("time/")}, what
-    bad = {k: (s_got[k], s_want[k]) for k in sorted(untimed) if s_got[k] != s_want[k]
-           and not (isinstance(s_want[k], float) and _close(s_got[k], s_want[k]))}
+    bad = {
+        k: (s_got[k], s_want[k])
+        for k in sorted(untimed)
+        if s_got[k] != s_want[k]
+        and not (isinstance(s_want[k], float) and _close(s_got[k], s_want[k]))
+    }
     assert not bad, f"{what}: summary differs (resumed, uninterrupted): {bad}"
 
 
@@ -200,8 +266,9 @@ def test_a_resumed_loader_continues_at_the_batch_it_stopped_at():
     lengths = [i % 7 + 1 for i in range(50)]
 
     def loader():
-        return ResumableDataLoader(list(range(50)), LengthGroupedBatchSampler(lengths, 8, seed=1),
-                                   collate_fn=lambda b: b)
+        return ResumableDataLoader(
+            list(range(50)), LengthGroupedBatchSampler(lengths, 8, seed=1), collate_fn=lambda b: b
+        )
 
     one = loader()
     epochs = [list(one) for _ in range(3)]  # 7 batches an epoch, reshuffled each epoch
@@ -237,8 +304,9 @@ def test_which_checkpoint_each_stage_resumes_from(tmp_path):
     from mplus.pipeline import stage_checkpoint
 
     def cfg(ckpt_path, algo="ppo"):
-        return SimpleNamespace(ckpt_path=ckpt_path, run_dir=str(tmp_path),
-                               algo=SimpleNamespace(name=algo))
+        return SimpleNamespace(
+            ckpt_path=ckpt_path, run_dir=str(tmp_path), algo=SimpleNamespace(name=algo)
+        )
 
     rm_last = tmp_path / "checkpoints" / "rm" / "last.ckpt"
     rm_last.parent.mkdir(parents=True)
@@ -259,19 +327,32 @@ def test_which_checkpoint_each_stage_resumes_from(tmp_path):
 # ---------------------------------------------------------------- kill -9, then resume
 
 
-def _kill_and_resume(cache_dir, tmp_path, overrides, stage: str, final_step: int,
-                     rng: random.Random, kill_after: list[int],
-                     max_delay: float = 1.5) -> tuple[Path, str]:
+def _kill_and_resume(
+    cache_dir,
+    tmp_path,
+    overrides,
+    stage: str,
+    final_step: int,
+    rng: random.Random,
+    kill_after: list[int],
+    max_delay: float = 1.5,
+) -> tuple[Path, str]:
     """Kill a run at a random point after one of the checkpoints ``kill_after`` of ``stage``
     (chosen at random), resume it with ``ckpt_path=last``; return the run dir and what
     happened. The choices leave the run more than ``max_delay`` seconds of work after them."""
     run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / stage / "last.ckpt"
     at = rng.choice(kill_after)
-    what = _kill_when(cache_dir, run_dir, overrides, _checkpointed(last, at),
-                      f"{stage} step {at} was checkpointed", rng,
-                      not_yet=run_dir / ("reward_model" if stage == "rm" else "policy"),
-                      max_delay=max_delay)
+    what = _kill_when(
+        cache_dir,
+        run_dir,
+        overrides,
+        _checkpointed(last, at),
+        f"{stage} step {at} was checkpointed",
+        rng,
+        not_yet=run_dir / ("reward_model" if stage == "rm" else "policy"),
+        max_delay=max_delay,
+    )
     saved = _saved_step(last)
     what += f", last.ckpt at step {saved}"
     assert at <= saved < final_step, what
@@ -280,8 +361,7 @@ def _kill_and_resume(cache_dir, tmp_path, overrides, stage: str, final_step: int
 
 
 @pytest.mark.slow
-def test_reward_model_killed_and_resumed_reproduces_the_uninterrupted_run(cache_dir, tmp_path,
-                                                                          rng):
+def test_reward_model_killed_and_resumed_reproduces_the_uninterrupted_run(cache_dir, tmp_path, rng):
     _run(cache_dir, tmp_path / "uninterrupted", *RM)
     run_dir, what = _kill_and_resume(cache_dir, tmp_path, RM, "rm", 25, rng, [5, 10, 15])
     assert read_summary(run_dir)["rm/steps"] == 25
@@ -305,7 +385,8 @@ def ppo_uninterrupted(cache_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_ppo_run_killed_in_its_reward_model_stage_resumes_with_one_command(
-        cache_dir, tmp_path, ppo_uninterrupted, rng):
+    cache_dir, tmp_path, ppo_uninterrupted, rng
+):
     run_dir, what = _kill_and_resume(cache_dir, tmp_path, PPO, "rm", 20, rng, [5, 10])
     s = read_summary(run_dir)
     assert s["rm/steps"] == 20 and s["ppo/steps"] == 6
@@ -313,11 +394,11 @@ def test_ppo_run_killed_in_its_reward_model_stage_resumes_with_one_command(
 
 
 @pytest.mark.slow
-def test_ppo_run_killed_in_its_ppo_stage_resumes_with_one_command(cache_dir, tmp_path,
-                                                                  ppo_uninterrupted, rng):
+def test_ppo_run_killed_in_its_ppo_stage_resumes_with_one_command(
+    cache_dir, tmp_path, ppo_uninterrupted, rng
+):
     # PPO checkpoints every 2 of its 6 steps, all into last.ckpt; a PPO step takes seconds
-    run_dir, what = _kill_and_resume(cache_dir, tmp_path, PPO, "ppo", 6, rng, [2, 4],
-                                     max_delay=1.0)
+    run_dir, what = _kill_and_resume(cache_dir, tmp_path, PPO, "ppo", 6, rng, [2, 4], max_delay=1.0)
     assert (run_dir / "reward_model" / "reward_stats.json").exists(), what
     assert read_summary(run_dir)["ppo/steps"] == 6
     assert_same_run(run_dir, ppo_uninterrupted, what)
@@ -327,11 +408,20 @@ def test_ppo_run_killed_in_its_ppo_stage_resumes_with_one_command(cache_dir, tmp
 
 # a base that pretrains in seconds (its own cache key), and a cheap base -> RM -> PPO run
 SMALL_BASE = ["model.pretrain.steps=8", "model.pretrain.corpus_docs=1000"]
-CHEAP_RUN = ["algo.rm.max_steps=6", "algo.rm.val_every=3", "algo.rm.batch_size=16",
-             "data.num_train_pairs=96", "data.num_val_pairs=32", "algo.steps=2",
-             "algo.rollout_batch_size=8", "algo.minibatch_size=8",
-             "algo.generation.max_new_tokens=8", "data.num_eval_prompts=8",
-             "evaluation.probe_docs=16", "evaluation.max_new_tokens=8"]
+CHEAP_RUN = [
+    "algo.rm.max_steps=6",
+    "algo.rm.val_every=3",
+    "algo.rm.batch_size=16",
+    "data.num_train_pairs=96",
+    "data.num_val_pairs=32",
+    "algo.steps=2",
+    "algo.rollout_batch_size=8",
+    "algo.minibatch_size=8",
+    "algo.generation.max_new_tokens=8",
+    "data.num_eval_prompts=8",
+    "evaluation.probe_docs=16",
+    "evaluation.max_new_tokens=8",
+]
 
 
 @pytest.mark.slow

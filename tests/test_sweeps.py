@@ -20,8 +20,11 @@ def _compose_sweep(name: str, *overrides: str, hydra: bool = False):
     """Compose ``sweeps/<name>.yaml`` as ``--config-dir sweeps --config-name <name>`` does."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
-        return compose(name, overrides=[f"hydra.searchpath=[file://{REPO / 'conf'}]",
-                                        "run_dir=.", *overrides], return_hydra_config=hydra)
+        return compose(
+            name,
+            overrides=[f"hydra.searchpath=[file://{REPO / 'conf'}]", "run_dir=.", *overrides],
+            return_hydra_config=hydra,
+        )
 
 
 def _points(cfg) -> list[list[str]]:
@@ -89,8 +92,11 @@ def test_sweep_composes_and_every_point_validates(path: Path):
 def test_short_sweeps_use_the_short_experiments_and_the_tiny_model():
     for name in SHORT:
         cfg = _compose_sweep(name, hydra=True)
-        exps = ([cfg.hydra.runtime.choices.experiment] if "experiment" not in cfg.hydra.sweeper.params
-                else str(cfg.hydra.sweeper.params.experiment).split(","))
+        exps = (
+            [cfg.hydra.runtime.choices.experiment]
+            if "experiment" not in cfg.hydra.sweeper.params
+            else str(cfg.hydra.sweeper.params.experiment).split(",")
+        )
         assert all(e.endswith("_short") for e in exps), (name, exps)
         assert cfg.model.name == "tiny" and cfg.hardware.name == "cpu"
 
@@ -107,11 +113,22 @@ def test_kl_short_points_differ_only_in_the_kl_coefficient():
 def test_slurm_launcher_takes_its_settings_from_the_hardware_option(tmp_path, monkeypatch):
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "hardware.slurm.partition=gpu-long", "hardware.devices=4",
-            "hardware.num_nodes=2", "hardware.slurm.time_min=720", "hardware.slurm.qos=high",
-            "hardware.slurm.account=rlhf", "hardware.slurm.mem_gb=200",
-            "hardware.slurm.max_num_timeout=5", "run_dir=."])
+        cfg = compose(
+            "train",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "hardware.slurm.partition=gpu-long",
+                "hardware.devices=4",
+                "hardware.num_nodes=2",
+                "hardware.slurm.time_min=720",
+                "hardware.slurm.qos=high",
+                "hardware.slurm.account=rlhf",
+                "hardware.slurm.mem_gb=200",
+                "hardware.slurm.max_num_timeout=5",
+                "run_dir=.",
+            ],
+        )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert launcher["partition"] == "gpu-long" and launcher["qos"] == "high"
@@ -128,39 +145,64 @@ def test_slurm_launcher_takes_its_settings_from_the_hardware_option(tmp_path, mo
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     real_which = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda c, *a, **k: f"/usr/bin/{c}" if c == "srun"
-                        else real_which(c, *a, **k))
-    ex = submitit.AutoExecutor(cluster="slurm", folder=tmp_path,
-                               slurm_max_num_timeout=launcher["max_num_timeout"])
+    monkeypatch.setattr(
+        shutil,
+        "which",
+        lambda c, *a, **k: f"/usr/bin/{c}" if c == "srun" else real_which(c, *a, **k),
+    )
+    ex = submitit.AutoExecutor(
+        cluster="slurm", folder=tmp_path, slurm_max_num_timeout=launcher["max_num_timeout"]
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    ex.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()
-                            if k not in ("_target_", "submitit_folder", "max_num_timeout")})
+    ex.update_parameters(
+        **{
+            k if k in base else f"slurm_{k}": v
+            for k, v in launcher.items()
+            if k not in ("_target_", "submitit_folder", "max_num_timeout")
+        }
+    )
     sbatch = ex._executor._make_submission_file_text("python -m mplus.train", "0")
-    for line in ("#SBATCH --partition=gpu-long", "#SBATCH --gpus-per-node=4",
-                 "#SBATCH --ntasks-per-node=4", "#SBATCH --nodes=2", "#SBATCH --time=720",
-                 "#SBATCH --signal=SIGUSR1@90", "#SBATCH --qos=high", "#SBATCH --account=rlhf",
-                 "#SBATCH --mem=200GB"):
+    for line in (
+        "#SBATCH --partition=gpu-long",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --nodes=2",
+        "#SBATCH --time=720",
+        "#SBATCH --signal=SIGUSR1@90",
+        "#SBATCH --qos=high",
+        "#SBATCH --account=rlhf",
+        "#SBATCH --mem=200GB",
+    ):
         assert line in sbatch, (line, sbatch)
 
 
 def test_parallel_and_optuna_options_compose():
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True,
-                      overrides=["hydra/launcher=parallel", "run_dir=."])
+        cfg = compose(
+            "train", return_hydra_config=True, overrides=["hydra/launcher=parallel", "run_dir=."]
+        )
         assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
         assert cfg.hydra.launcher.n_jobs == 2
-        cfg = compose("train", return_hydra_config=True, overrides=[
-            "hydra/sweeper=optuna", "run_dir=.", "objective=eval/kl"])
+        cfg = compose(
+            "train",
+            return_hydra_config=True,
+            overrides=["hydra/sweeper=optuna", "run_dir=.", "objective=eval/kl"],
+        )
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.objective == "eval/kl"
 
 
-@pytest.mark.parametrize("hardware", sorted(p.stem for p in (REPO / "conf/hardware").glob("*.yaml")))
+@pytest.mark.parametrize(
+    "hardware", sorted(p.stem for p in (REPO / "conf/hardware").glob("*.yaml"))
+)
 def test_slurm_launcher_composes_with_every_hardware_option(hardware):
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", f"hardware={hardware}", "run_dir=."])
+        cfg = compose(
+            "train",
+            return_hydra_config=True,
+            overrides=["hydra/launcher=slurm", f"hardware={hardware}", "run_dir=."],
+        )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     hw = cfg.hardware
     assert launcher["gpus_per_node"] == hw.devices == launcher["tasks_per_node"]

@@ -42,9 +42,17 @@ def _seq_classifier(vocab: int, pad: int):
     from transformers import MistralConfig, MistralForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = MistralConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=1, num_labels=1,
-                        pad_token_id=pad, sliding_window=None)
+    cfg = MistralConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=pad,
+        sliding_window=None,
+    )
     return MistralForSequenceClassification(cfg).eval()
 
 
@@ -53,7 +61,8 @@ def _recording(model) -> list[torch.Tensor]:
     seen: list = []
     model.register_forward_pre_hook(
         lambda m, args, kw: seen.append((kw["input_ids"].cpu(), kw["attention_mask"].cpu())),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     return seen
 
 
@@ -115,14 +124,16 @@ def test_every_stage_feeds_the_same_ids(tok):
     assert _strip(*seen[-1]) == want
     seen.clear()
     out = evaluate_policy(policy, tok, PROMPTS, engine, reward_model=rm)
-    assert _strip(*seen[-1]) == [encode_pairs(tok, [p], [r])[0][0]
-                                 for p, r in zip(PROMPTS, ro.responses, strict=True)]
+    assert _strip(*seen[-1]) == [
+        encode_pairs(tok, [p], [r])[0][0] for p, r in zip(PROMPTS, ro.responses, strict=True)
+    ]
     assert "reward" in out
     # the probe: whole texts, BOS once, EOS appended
     lm_seen = _recording(policy)
     probe_nll(policy, tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)])
-    assert _strip(*lm_seen[-1]) == encode_texts(tok, [p + r for p, r in zip(PROMPTS, RESPONSES,
-                                                                            strict=True)])
+    assert _strip(*lm_seen[-1]) == encode_texts(
+        tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    )
 
 
 def test_mplus_eval_harmlessness_feeds_the_same_ids(tok, tmp_path, monkeypatch):
@@ -136,11 +147,20 @@ def test_mplus_eval_harmlessness_feeds_the_same_ids(tok, tmp_path, monkeypatch):
     rm = _seq_classifier(len(tok), tok.pad_token_id)
     seen = _recording(rm)
     monkeypatch.setattr(H, "load_classifier", lambda *a, **k: (rm, tok))
-    cfg = SimpleNamespace(max_new_tokens=64, temperature=0.0, top_p=1.0,
-                          stop_strings=["\n\nHuman:"], max_prompt_length=None, batch_size=8,
-                          reward_model="unused", reward_batch_size=8, limit=None)
-    suite = H.HarmlessnessSuite(cfg, limit=None, seed=0, out_dir=tmp_path, device="cpu",
-                                attn="sdpa")
+    cfg = SimpleNamespace(
+        max_new_tokens=64,
+        temperature=0.0,
+        top_p=1.0,
+        stop_strings=["\n\nHuman:"],
+        max_prompt_length=None,
+        batch_size=8,
+        reward_model="unused",
+        reward_batch_size=8,
+        limit=None,
+    )
+    suite = H.HarmlessnessSuite(
+        cfg, limit=None, seed=0, out_dir=tmp_path, device="cpu", attn="sdpa"
+    )
     suite.items = [("harmless-base", p) for p in PROMPTS]
     suite.run_model("m", policy, tok)
     suite.finish(["m"])
@@ -154,9 +174,17 @@ def _forced_policy(tok, forced: list[list[int]]):
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    policy = MistralForCausalLM(MistralConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, sliding_window=None)).eval()
+    policy = MistralForCausalLM(
+        MistralConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            sliding_window=None,
+        )
+    ).eval()
     policy.queries = []
 
     def fake_generate(input_ids, attention_mask, **kw):

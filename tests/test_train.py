@@ -14,8 +14,13 @@ import torch
 
 from tests.conftest import HH_FILE, REPO, TEST_MODEL, read_scalars, read_summary
 
-RM_FAST = ["algo=rm", "algo.max_steps=120", "algo.val_every=60", "data.num_train_pairs=2000",
-           "data.num_val_pairs=200"]
+RM_FAST = [
+    "algo=rm",
+    "algo.max_steps=120",
+    "algo.val_every=60",
+    "data.num_train_pairs=2000",
+    "data.num_val_pairs=200",
+]
 
 
 def _pair_accuracy(model_dir, pairs) -> float:
@@ -59,8 +64,9 @@ def test_reward_model_resume_continues_at_the_saved_step(run_train, tmp_path):
     run_train("algo=rm", "algo.max_steps=20", "algo.val_every=10", run_dir=run_dir)
     ckpt = run_dir / "checkpoints" / "rm" / "last.ckpt"
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 20
-    run_train("algo=rm", "algo.max_steps=30", "algo.val_every=10", f"ckpt_path={ckpt}",
-              run_dir=run_dir)
+    run_train(
+        "algo=rm", "algo.max_steps=30", "algo.val_every=10", f"ckpt_path={ckpt}", run_dir=run_dir
+    )
     assert read_summary(run_dir)["rm/steps"] == 30
     steps = [s for s, _ in read_scalars(run_dir / "tb")["rm/val_loss"]]
     assert max(steps) >= 29 and min(steps) < 20
@@ -69,21 +75,46 @@ def test_reward_model_resume_continues_at_the_saved_step(run_train, tmp_path):
 def test_ppo_end_to_end(run_train, cache_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _, run_dir = run_train("algo.steps=3", "algo.rm.max_steps=40", "algo.rollout_batch_size=16",
-                           "algo.minibatch_size=8", "data.num_eval_prompts=16",
-                           "algo.sample_every=1")
+    _, run_dir = run_train(
+        "algo.steps=3",
+        "algo.rm.max_steps=40",
+        "algo.rollout_batch_size=16",
+        "algo.minibatch_size=8",
+        "data.num_eval_prompts=16",
+        "algo.sample_every=1",
+    )
     s = read_summary(run_dir)
-    for k in ("ppo/gold_reward_start", "ppo/gold_reward_end", "ppo/reward_start",
-              "ppo/reward_end", "ppo/kl_end", "ppo/response_length_end", "ppo/stop_rate_end",
-              "rm/val_accuracy"):
+    for k in (
+        "ppo/gold_reward_start",
+        "ppo/gold_reward_end",
+        "ppo/reward_start",
+        "ppo/reward_end",
+        "ppo/kl_end",
+        "ppo/response_length_end",
+        "ppo/stop_rate_end",
+        "rm/val_accuracy",
+    ):
         assert k in s, k
     assert s["ppo/steps"] == 3
     scalars = read_scalars(run_dir / "tb")
-    for tag in ("ppo/reward_mean", "ppo/gold_reward_mean", "ppo/kl", "ppo/kl_coef",
-                "ppo/entropy", "ppo/policy_loss", "ppo/value_loss", "ppo/clipfrac",
-                "ppo/approx_kl", "ppo/explained_variance", "ppo/advantage_mean",
-                "ppo/response_length_mean", "ppo/stop_rate", "ppo/length_penalty_mean",
-                "perf/rollout_tokens_per_s", "perf/step_s"):
+    for tag in (
+        "ppo/reward_mean",
+        "ppo/gold_reward_mean",
+        "ppo/kl",
+        "ppo/kl_coef",
+        "ppo/entropy",
+        "ppo/policy_loss",
+        "ppo/value_loss",
+        "ppo/clipfrac",
+        "ppo/approx_kl",
+        "ppo/explained_variance",
+        "ppo/advantage_mean",
+        "ppo/response_length_mean",
+        "ppo/stop_rate",
+        "ppo/length_penalty_mean",
+        "perf/rollout_tokens_per_s",
+        "perf/step_s",
+    ):
         assert [st for st, _ in scalars[tag]] == [1, 2, 3], tag
 
     # the exported policy loads with plain transformers, generates, and differs from the base
@@ -91,8 +122,7 @@ def test_ppo_end_to_end(run_train, cache_dir):
     tok = AutoTokenizer.from_pretrained(run_dir / "policy")
     base_dir = next((cache_dir / "tiny-base").glob("*/base_info.json")).parent
     base = AutoModelForCausalLM.from_pretrained(base_dir)
-    changed = [n for n, p in policy.named_parameters()
-               if not torch.equal(p, base.get_parameter(n))]
+    changed = [n for n, p in policy.named_parameters() if not torch.equal(p, base.get_parameter(n))]
     assert changed, "PPO did not change the policy's parameters"
     ids = tok("\n\nHuman: What is the capital of France?\n\nAssistant:", return_tensors="pt")
     out = policy.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -102,12 +132,24 @@ def test_ppo_end_to_end(run_train, cache_dir):
 @pytest.mark.slow
 def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
     run_dir = tmp_path / "ppo-kill"
-    args = [sys.executable, "-m", "mplus.train", *TEST_MODEL, f"cache_dir={cache_dir}",
-            f"hydra.run.dir={run_dir}", "progress_bar=false", "algo.steps=8",
-            "algo.ckpt_every=2", "algo.rm.max_steps=20", "algo.rollout_batch_size=8",
-            "algo.minibatch_size=8", "data.num_eval_prompts=8"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "mplus.train",
+        *TEST_MODEL,
+        f"cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "progress_bar=false",
+        "algo.steps=8",
+        "algo.ckpt_every=2",
+        "algo.rm.max_steps=20",
+        "algo.rollout_batch_size=8",
+        "algo.minibatch_size=8",
+        "data.num_eval_prompts=8",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ckpt = run_dir / "checkpoints" / "ppo" / "last.ckpt"
     deadline = time.time() + 600
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -120,8 +162,9 @@ def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
     assert 2 <= saved < 8, f"kill came too late to test a resume (saved step {saved})"
     assert not (run_dir / "policy").exists()
 
-    done = subprocess.run([*args, f"ckpt_path={ckpt}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(
+        [*args, f"ckpt_path={ckpt}"], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert read_summary(run_dir)["ppo/steps"] == 8
     # curves continue: every step 1..8 logged, and the resumed process never re-logged the steps
@@ -143,8 +186,15 @@ def read_scalars_file(path):
 
 @pytest.mark.skipif(not HH_FILE.exists(), reason="shared HH-RLHF sample not present")
 def test_reward_model_on_real_hh_rows(run_train):
-    _, run_dir = run_train("algo=rm", "data=hh_rlhf", f"data.files={HH_FILE}", "algo.max_steps=6",
-                           "algo.val_every=6", "algo.batch_size=8", "data.max_length=384")
+    _, run_dir = run_train(
+        "algo=rm",
+        "data=hh_rlhf",
+        f"data.files={HH_FILE}",
+        "algo.max_steps=6",
+        "algo.val_every=6",
+        "algo.batch_size=8",
+        "data.max_length=384",
+    )
     s = read_summary(run_dir)
     assert s["data/skipped/empty_response"] == 4 and s["data/skipped/prompt_mismatch"] == 2
     assert s["data/skipped/too_long"] > 0  # the tiny model's 384-token limit drops long dialogues
@@ -157,16 +207,37 @@ def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
 
     from mplus.compare import collect, table
 
-    common = ["data.num_train_pairs=256", "data.num_val_pairs=64", "data.num_eval_prompts=16",
-              "logger.log_every=2",
-              "evaluation.probe_docs=32"]
+    common = [
+        "data.num_train_pairs=256",
+        "data.num_val_pairs=64",
+        "data.num_eval_prompts=16",
+        "logger.log_every=2",
+        "evaluation.probe_docs=32",
+    ]
     _, base_dir = run_train("algo=none", *common, run_dir=tmp_path / "none")
-    _, dpo_dir = run_train("algo=dpo", "algo.max_steps=8", "algo.val_every=8",
-                           "algo.batch_size=16", *common, run_dir=tmp_path / "dpo")
-    _, sft_dir = run_train("algo=sft", "algo.max_steps=8", "algo.val_every=8",
-                           "algo.batch_size=16", *common, run_dir=tmp_path / "sft")
-    keys = ("eval/gold_reward", "eval/kl", "eval/response_length", "eval/stop_rate",
-            "eval/probe_nll")
+    _, dpo_dir = run_train(
+        "algo=dpo",
+        "algo.max_steps=8",
+        "algo.val_every=8",
+        "algo.batch_size=16",
+        *common,
+        run_dir=tmp_path / "dpo",
+    )
+    _, sft_dir = run_train(
+        "algo=sft",
+        "algo.max_steps=8",
+        "algo.val_every=8",
+        "algo.batch_size=16",
+        *common,
+        run_dir=tmp_path / "sft",
+    )
+    keys = (
+        "eval/gold_reward",
+        "eval/kl",
+        "eval/response_length",
+        "eval/stop_rate",
+        "eval/probe_nll",
+    )
     base, dpo, sft = (read_summary(d) for d in (base_dir, dpo_dir, sft_dir))
     for s in (base, dpo, sft):
         assert all(k in s for k in keys), s
@@ -174,7 +245,8 @@ def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
     assert dpo["dpo/steps"] == 8 and 0.0 <= dpo["dpo/val_reward_accuracy"] <= 1.0
     assert sft["sft/steps"] == 8 and sft["sft/val_loss"] > 0
     assert {"dpo/loss", "dpo/reward_accuracy", "dpo/chosen_logps", "dpo/val_margin"} <= set(
-        read_scalars(dpo_dir / "tb"))
+        read_scalars(dpo_dir / "tb")
+    )
     for d in (dpo_dir, sft_dir):
         AutoModelForCausalLM.from_pretrained(d / "policy")
     out = table(collect([str(tmp_path)]))

@@ -40,12 +40,14 @@ def build_preference_data(data_cfg, tokenizer) -> PreferenceData:
     else:  # validate() already rejects unknown data configs
         raise ValueError(f"data.name: unknown data source {data_cfg.name!r}")
     _check_enough(data, data_cfg)
-    data.stats.update({
-        "data/train_pairs": len(data.train_pairs),
-        "data/val_pairs": len(data.val_pairs),
-        "data/prompts": len(data.prompts),
-        "data/eval_prompts": len(data.eval_prompts),
-    })
+    data.stats.update(
+        {
+            "data/train_pairs": len(data.train_pairs),
+            "data/val_pairs": len(data.val_pairs),
+            "data/prompts": len(data.prompts),
+            "data/eval_prompts": len(data.eval_prompts),
+        }
+    )
     log.info("Data: %s", data.stats)
     return data
 
@@ -60,13 +62,20 @@ def _check_enough(data: PreferenceData, cfg) -> None:
         DataError: no train or validation pairs, or no (held-out) prompts.
     """
     where = f"data={cfg.name}" + (f" data.files={cfg.files}" if getattr(cfg, "files", None) else "")
-    skipped = {k.removeprefix("data/skipped/"): v for k, v in data.stats.items()
-               if k.startswith("data/skipped/") and k != "data/skipped/total" and v}
+    skipped = {
+        k.removeprefix("data/skipped/"): v
+        for k, v in data.stats.items()
+        if k.startswith("data/skipped/") and k != "data/skipped/total" and v
+    }
     counts = f"{len(data.train_pairs)} train / {len(data.val_pairs)} validation pairs"
     if skipped:
         counts += f", skipped: {', '.join(f'{k}: {v}' for k, v in skipped.items())}"
-    for what, items in (("training pairs", data.train_pairs), ("validation pairs", data.val_pairs),
-                        ("prompts", data.prompts), ("held-out prompts", data.eval_prompts)):
+    for what, items in (
+        ("training pairs", data.train_pairs),
+        ("validation pairs", data.val_pairs),
+        ("prompts", data.prompts),
+        ("held-out prompts", data.eval_prompts),
+    ):
         if not items:
             hint = f"; {_LONG_HINT}" if skipped.get("too_long") else ""
             raise DataError(f"{where}: no {what} left ({counts}){hint}")
@@ -84,8 +93,10 @@ def _synthetic(cfg, tokenizer) -> PreferenceData:
     from mplus.data.synthetic import SyntheticTask, gold_reward
 
     task = SyntheticTask(
-        seed=cfg.seed, label_noise=cfg.label_noise,
-        multi_turn_fraction=cfg.multi_turn_fraction, harmful_fraction=cfg.harmful_fraction,
+        seed=cfg.seed,
+        label_noise=cfg.label_noise,
+        multi_turn_fraction=cfg.multi_turn_fraction,
+        harmful_fraction=cfg.harmful_fraction,
     )
     length = _length_fn(tokenizer)
     skipped: Counter = Counter()
@@ -140,8 +151,9 @@ def _hh(cfg, tokenizer) -> PreferenceData:
                 continue
             rows = hh.load_hh_rows(subset, "train", hub_path=cfg.hub_path)
             pairs, bad = hh.parse_rows(rows, subset, length_fn=length, max_length=cfg.max_length)
-            hh.check_usable(pairs, bad, f"{cfg.hub_path} {subset} (train)", len(rows),
-                            hint=_LONG_HINT)
+            hh.check_usable(
+                pairs, bad, f"{cfg.hub_path} {subset} (train)", len(rows), hint=_LONG_HINT
+            )
             by_subset[subset] = pairs
             skipped.update(bad)
         mix = dict(cfg.mix)

@@ -64,16 +64,18 @@ class PairCollator:
         self.pad_id = pad_id
 
     def __call__(self, batch: list[dict]) -> dict:
-        ids, mask = pad_right([b["chosen"] for b in batch] + [b["rejected"] for b in batch],
-                              self.pad_id)
+        ids, mask = pad_right(
+            [b["chosen"] for b in batch] + [b["rejected"] for b in batch], self.pad_id
+        )
         out = {
             "input_ids": ids,
             "attention_mask": mask,
             "prompt_lens": torch.tensor([b["prompt_len"] for b in batch], dtype=torch.long),
         }
         if all("ref_logps" in b for b in batch):
-            out["ref_logps"] = torch.tensor([list(b["ref_logps"]) for b in batch],
-                                            dtype=torch.float32)
+            out["ref_logps"] = torch.tensor(
+                [list(b["ref_logps"]) for b in batch], dtype=torch.float32
+            )
         return out
 
 
@@ -112,7 +114,7 @@ def _rank_slice(batch: list[int]) -> list[int] | None:
     from mplus.distributed import rank, world_size
 
     n = world_size()
-    return batch[rank()::n] if len(batch) >= n else None
+    return batch[rank() :: n] if len(batch) >= n else None
 
 
 class SequentialBatchSampler(torch.utils.data.Sampler):
@@ -163,7 +165,9 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
         batches = []
         for i in range(0, len(idx), mega):
             chunk = sorted(idx[i : i + mega], key=lambda j: self.lengths[j], reverse=True)
-            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+            batches += [
+                chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)
+            ]
         return [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
 
     def __iter__(self):

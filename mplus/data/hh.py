@@ -275,8 +275,13 @@ def _describe_skipped(skipped: Mapping[str, int], n_rows: int) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1]))
 
 
-def check_usable(pairs: Sequence[PreferencePair], skipped: Mapping[str, int], source: str,
-                 n_rows: int, hint: str = "") -> None:
+def check_usable(
+    pairs: Sequence[PreferencePair],
+    skipped: Mapping[str, int],
+    source: str,
+    n_rows: int,
+    hint: str = "",
+) -> None:
     """Refuse a data source none of whose rows became a pair.
 
     Raises:

@@ -29,8 +29,13 @@ def effective_limit(*limits):
 def looks_like_path(spec: str) -> bool:
     """A local path rather than a hub id: absolute, ``./``, ``~``, a file suffix, or >1 slash."""
     s = str(spec)
-    return (s.startswith(("/", "./", "../", "~")) or s.count("/") > 1 or os.sep != "/" and os.sep in s
-            or bool(re.search(r"\.(jsonl?|gz|parquet|csv)$", s)))
+    return (
+        s.startswith(("/", "./", "../", "~"))
+        or s.count("/") > 1
+        or os.sep != "/"
+        and os.sep in s
+        or bool(re.search(r"\.(jsonl?|gz|parquet|csv)$", s))
+    )
 
 
 def check_local(spec: str | None, key: str, *, want: str = "file") -> None:
@@ -61,7 +66,7 @@ def resolve_model(spec: str, index: int) -> str:
     """
     key = f"models[{index}]={spec}"
     if spec.startswith("base:"):
-        return _base_of_run(Path(spec[len("base:"):]).expanduser(), key)
+        return _base_of_run(Path(spec[len("base:") :]).expanduser(), key)
     p = Path(spec).expanduser()
     if p.is_dir():
         if (p / "config.json").exists():
@@ -111,13 +116,24 @@ def default_labels(specs: list[str]) -> list[str]:
 def device_for(hw) -> str:
     import torch
 
-    if hw.accelerator in ("gpu", "cuda") or (hw.accelerator == "auto" and torch.cuda.is_available()):
+    if hw.accelerator in ("gpu", "cuda") or (
+        hw.accelerator == "auto" and torch.cuda.is_available()
+    ):
         return "cuda"
     return "cpu"
 
 
-def load_lm(path: str, *, dtype: str, attn: str, device: str, trust_remote_code: bool = False,
-            revision: str | None = None, what: str = "model", allow_pickle: bool = False):
+def load_lm(
+    path: str,
+    *,
+    dtype: str,
+    attn: str,
+    device: str,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    what: str = "model",
+    allow_pickle: bool = False,
+):
     """``AutoModelForCausalLM`` + tokenizer (with a pad token), on ``device``, in eval mode.
 
     Weights from safetensors only unless ``allow_pickle`` (pickled ``.bin`` weights can run code
@@ -142,16 +158,25 @@ def load_lm(path: str, *, dtype: str, attn: str, device: str, trust_remote_code:
         return AutoModelForCausalLM.from_pretrained(path, revision=revision, **kw)
 
     model = _or_fail(load, what, path)
-    tok = _or_fail(lambda: load_tokenizer(path, revision=revision,
-                                          trust_remote_code=trust_remote_code), what, path)
+    tok = _or_fail(
+        lambda: load_tokenizer(path, revision=revision, trust_remote_code=trust_remote_code),
+        what,
+        path,
+    )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     return model.to(device).eval().requires_grad_(False), tok
 
 
-def load_classifier(path: str, *, device: str, dtype: str = "auto", what: str = "classifier",
-                    allow_pickle: bool = False):
+def load_classifier(
+    path: str,
+    *,
+    device: str,
+    dtype: str = "auto",
+    what: str = "classifier",
+    allow_pickle: bool = False,
+):
     """``AutoModelForSequenceClassification`` + tokenizer, as saved (its own number of labels);
     safetensors only unless ``allow_pickle``, as :func:`load_lm`."""
     from mplus.models.tokenizer import load_tokenizer
@@ -223,8 +248,10 @@ def load_rows(source: str, *, split: str, key: str) -> list[dict[str, Any]]:
         ds = datasets.load_dataset(str(source), split=split)
     except Exception as e:  # any hub failure (offline, misspelt id) becomes one clear line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EvalError(f"{key}={source}: cannot load the hub dataset ({type(e).__name__}: "
-                        f"{first}); give a local file in the same format") from e
+        raise EvalError(
+            f"{key}={source}: cannot load the hub dataset ({type(e).__name__}: "
+            f"{first}); give a local file in the same format"
+        ) from e
     return [dict(r) for r in ds]
 
 

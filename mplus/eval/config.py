@@ -87,9 +87,11 @@ class GeneralConfig:
         for spec in self.tasks:
             parse_task_spec(spec)
         _positive_or_none(self.limit, "eval.general.limit")
-        _check(self.batch_size == "auto" or (isinstance(self.batch_size, int)
-                                             and self.batch_size > 0),
-               "eval.general.batch_size", f"must be > 0 or 'auto', got {self.batch_size!r}")
+        _check(
+            self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size > 0),
+            "eval.general.batch_size",
+            f"must be > 0 or 'auto', got {self.batch_size!r}",
+        )
         _positive_or_none(self.max_length, "eval.general.max_length")
         _check(self.bootstrap_iters >= 0, "eval.general.bootstrap_iters", "must be >= 0")
 
@@ -100,8 +102,11 @@ def parse_task_spec(spec: str) -> tuple[str, int | None]:
     _check(bool(name.strip()), "eval.general.tasks", f"empty task name in {spec!r}")
     if not sep:
         return name.strip(), None
-    _check(shots.strip().isdigit(), "eval.general.tasks",
-           f"{spec!r}: shots after ':' must be an integer >= 0")
+    _check(
+        shots.strip().isdigit(),
+        "eval.general.tasks",
+        f"{spec!r}: shots after ':' must be an integer >= 0",
+    )
     return name.strip(), int(shots)
 
 
@@ -125,18 +130,27 @@ class JudgeConfig:
     dtype: str = "auto"  # hf judge
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("openai", "hf"), "eval.conversation.judge.kind",
-               f"must be one of ['openai', 'hf'], got {self.kind!r}")
+        _check(
+            self.kind in ("openai", "hf"),
+            "eval.conversation.judge.kind",
+            f"must be one of ['openai', 'hf'], got {self.kind!r}",
+        )
         _check(bool(self.model), "eval.conversation.judge.model", "must be set")
         _check(self.temperature >= 0, "eval.conversation.judge.temperature", "must be >= 0")
         _check(self.max_new_tokens > 0, "eval.conversation.judge.max_new_tokens", "must be > 0")
         _check(self.timeout_s > 0, "eval.conversation.judge.timeout_s", "must be > 0")
         _check(self.retries >= 0, "eval.conversation.judge.retries", "must be >= 0")
-        _check(self.max_consecutive_failures > 0,
-               "eval.conversation.judge.max_consecutive_failures", "must be > 0")
+        _check(
+            self.max_consecutive_failures > 0,
+            "eval.conversation.judge.max_consecutive_failures",
+            "must be > 0",
+        )
         _check(self.batch_size > 0, "eval.conversation.judge.batch_size", "must be > 0")
-        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"),
-               "eval.conversation.judge.dtype", f"unknown dtype {self.dtype!r}")
+        _check(
+            self.dtype in ("auto", "float32", "bfloat16", "float16"),
+            "eval.conversation.judge.dtype",
+            f"unknown dtype {self.dtype!r}",
+        )
 
 
 @dataclass
@@ -150,9 +164,18 @@ class ConversationConfig:
     limit: int | None = None  # questions; min with eval.limit
     max_new_tokens: int = 1024
     # FastChat's sampling temperature per category (writing/roleplay creative, math exact).
-    temperature: dict[str, float] = field(default_factory=lambda: {
-        "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
-        "reasoning": 0.0, "stem": 0.1, "humanities": 0.1})
+    temperature: dict[str, float] = field(
+        default_factory=lambda: {
+            "writing": 0.7,
+            "roleplay": 0.7,
+            "extraction": 0.0,
+            "math": 0.0,
+            "coding": 0.0,
+            "reasoning": 0.0,
+            "stem": 0.1,
+            "humanities": 0.1,
+        }
+    )
     default_temperature: float = 0.7
     stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
     max_prompt_length: int | None = None  # tokens; longer transcripts are cut from the left
@@ -165,8 +188,9 @@ class ConversationConfig:
         _check(self.max_new_tokens > 0, "eval.conversation.max_new_tokens", "must be > 0")
         for c, t in self.temperature.items():
             _check(t >= 0, f"eval.conversation.temperature.{c}", "must be >= 0")
-        _check(self.default_temperature >= 0, "eval.conversation.default_temperature",
-               "must be >= 0")
+        _check(
+            self.default_temperature >= 0, "eval.conversation.default_temperature", "must be >= 0"
+        )
         _positive_or_none(self.max_prompt_length, "eval.conversation.max_prompt_length")
         _check(self.batch_size > 0, "eval.conversation.batch_size", "must be > 0")
 
@@ -271,8 +295,9 @@ class SuitesConfig:
         if "all" in self.suites:
             self.suites = list(SUITES)
         for s in self.suites:
-            _check(s in SUITES, "eval.suites", f"unknown suite {s!r}; choose from "
-                   f"{[*SUITES, 'all']}")
+            _check(
+                s in SUITES, "eval.suites", f"unknown suite {s!r}; choose from {[*SUITES, 'all']}"
+            )
         _check(len(self.suites) > 0, "eval.suites", "needs at least one suite")
         _positive_or_none(self.limit, "eval.limit")
 
@@ -293,14 +318,23 @@ class EvalRunConfig:
     run_dir: str = "."
 
     def __post_init__(self) -> None:
-        _check(len(self.models) > 0, "models",
-               "give one or more model paths or hub ids: models=[<base>,<run>/policy]")
-        _check(self.labels is None or len(self.labels) == len(self.models), "labels",
-               f"needs one label per model ({len(self.models)}), got {self.labels}")
+        _check(
+            len(self.models) > 0,
+            "models",
+            "give one or more model paths or hub ids: models=[<base>,<run>/policy]",
+        )
+        _check(
+            self.labels is None or len(self.labels) == len(self.models),
+            "labels",
+            f"needs one label per model ({len(self.models)}), got {self.labels}",
+        )
         if self.labels is not None:
             _check(len(set(self.labels)) == len(self.labels), "labels", "must be unique")
-        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "dtype",
-               f"must be one of ['auto', 'float32', 'bfloat16', 'float16'], got {self.dtype!r}")
+        _check(
+            self.dtype in ("auto", "float32", "bfloat16", "float16"),
+            "dtype",
+            f"must be one of ['auto', 'float32', 'bfloat16', 'float16'], got {self.dtype!r}",
+        )
 
 
 def register_eval_configs() -> None:
@@ -360,15 +394,18 @@ def check_local_paths(s: SuitesConfig) -> None:
     if "conversation" in s.suites:
         check_local(s.conversation.questions, "eval.conversation.questions")
         if s.conversation.judge.kind == "hf":
-            check_local(s.conversation.judge.model, "eval.conversation.judge.model",
-                        want="judge model")
+            check_local(
+                s.conversation.judge.model, "eval.conversation.judge.model", want="judge model"
+            )
     if "toxicity" in s.suites:
         check_local(s.toxicity.prompts, "eval.toxicity.prompts")
-        check_local(s.toxicity.classifier.model, "eval.toxicity.classifier.model",
-                    want="classifier")
+        check_local(
+            s.toxicity.classifier.model, "eval.toxicity.classifier.model", want="classifier"
+        )
     if "harmlessness" in s.suites:
         files = s.harmlessness.files
         for f in [files] if isinstance(files, str) else list(files or []):
             check_local(f if "/" in str(f) else f"./{f}", "eval.harmlessness.files")
-        check_local(s.harmlessness.reward_model, "eval.harmlessness.reward_model",
-                    want="reward model")
+        check_local(
+            s.harmlessness.reward_model, "eval.harmlessness.reward_model", want="reward model"
+        )

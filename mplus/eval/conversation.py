@@ -46,16 +46,28 @@ def parse_questions(rows: list[dict]) -> tuple[list[Question], int]:
     out, skipped = [], 0
     for i, row in enumerate(rows):
         turns = row.get("turns", row.get("prompt"))
-        if (not isinstance(turns, list) or len(turns) != 2
-                or not all(isinstance(t, str) and t.strip() for t in turns)):
+        if (
+            not isinstance(turns, list)
+            or len(turns) != 2
+            or not all(isinstance(t, str) and t.strip() for t in turns)
+        ):
             skipped += 1
             continue
         ref = row.get("reference")
-        ref = (tuple(str(r) for r in ref)
-               if isinstance(ref, list) and any(str(r).strip() for r in ref) else None)
+        ref = (
+            tuple(str(r) for r in ref)
+            if isinstance(ref, list) and any(str(r).strip() for r in ref)
+            else None
+        )
         qid = row.get("question_id", row.get("prompt_id", i))
-        out.append(Question(str(qid), str(row.get("category") or "general"),
-                            (turns[0].strip(), turns[1].strip()), ref))
+        out.append(
+            Question(
+                str(qid),
+                str(row.get("category") or "general"),
+                (turns[0].strip(), turns[1].strip()),
+                ref,
+            )
+        )
     return out, skipped
 
 
@@ -84,19 +96,23 @@ class ConversationSuite:
 
     def check(self) -> None:
         """Load the questions and reach the judge, before any model is loaded."""
-        rows = load_rows(self.cfg.questions, split=self.cfg.split,
-                         key="eval.conversation.questions")
+        rows = load_rows(
+            self.cfg.questions, split=self.cfg.split, key="eval.conversation.questions"
+        )
         self.questions, self.skipped = parse_questions(rows)
         if self.limit is not None:
             self.questions = self.questions[: int(self.limit)]
         if not self.questions:
-            raise EvalError(f"eval.conversation.questions={self.cfg.questions}: no usable "
-                            f"two-turn question ({self.skipped} malformed rows)")
+            raise EvalError(
+                f"eval.conversation.questions={self.cfg.questions}: no usable "
+                f"two-turn question ({self.skipped} malformed rows)"
+            )
         if self.skipped:
             log.warning("conversation: skipped %d malformed question rows", self.skipped)
         self.judge.check()
-        log.info("conversation: %d two-turn questions from %s", len(self.questions),
-                 self.cfg.questions)
+        log.info(
+            "conversation: %d two-turn questions from %s", len(self.questions), self.cfg.questions
+        )
 
     def _temperature(self, q: Question) -> float:
         return self.cfg.temperature.get(q.category, self.cfg.default_temperature)
@@ -115,21 +131,37 @@ class ConversationSuite:
         torch.manual_seed(self.seed)
         for turn in range(2):
             for temp, idx in sorted(by_temp.items()):
-                engine = HFGenerateEngine(tok, max_new_tokens=self.cfg.max_new_tokens,
-                                          temperature=temp, stop_strings=self.cfg.stop_strings,
-                                          max_prompt_length=self.cfg.max_prompt_length)
+                engine = HFGenerateEngine(
+                    tok,
+                    max_new_tokens=self.cfg.max_new_tokens,
+                    temperature=temp,
+                    stop_strings=self.cfg.stop_strings,
+                    max_prompt_length=self.cfg.max_prompt_length,
+                )
                 for batch in chunks(idx, self.cfg.batch_size):
-                    prompts = [transcript(list(self.questions[i].turns), answers[i])
-                               for i in batch]
-                    for i, r in zip(batch, engine.generate(model, prompts).responses,
-                                    strict=True):
+                    prompts = [transcript(list(self.questions[i].turns), answers[i]) for i in batch]
+                    for i, r in zip(batch, engine.generate(model, prompts).responses, strict=True):
                         answers[i].append(r.strip())
-            log.info("conversation [%s]: turn %d answered (%d questions, %.0fs)", label,
-                     turn + 1, len(self.questions), time.time() - t0)
+            log.info(
+                "conversation [%s]: turn %d answered (%d questions, %.0fs)",
+                label,
+                turn + 1,
+                len(self.questions),
+                time.time() - t0,
+            )
         self.answers[label] = answers
-        write_jsonl(self.out_dir / "conversation" / f"{label}.answers.jsonl", (
-            {"question_id": q.question_id, "category": q.category, "turns": list(q.turns),
-             "answers": a} for q, a in zip(self.questions, answers, strict=True)))
+        write_jsonl(
+            self.out_dir / "conversation" / f"{label}.answers.jsonl",
+            (
+                {
+                    "question_id": q.question_id,
+                    "category": q.category,
+                    "turns": list(q.turns),
+                    "answers": a,
+                }
+                for q, a in zip(self.questions, answers, strict=True)
+            ),
+        )
         return {}
 
     def finish(self, labels: list[str]) -> dict[str, dict]:
@@ -138,13 +170,21 @@ class ConversationSuite:
         for label in labels:
             for qi, q in enumerate(self.questions):
                 for turn in (1, 2):
-                    name, system, user = judge_request(turn, list(q.turns),
-                                                       self.answers[label][qi], q.category,
-                                                       list(q.reference) if q.reference else None)
+                    name, system, user = judge_request(
+                        turn,
+                        list(q.turns),
+                        self.answers[label][qi],
+                        q.category,
+                        list(q.reference) if q.reference else None,
+                    )
                     requests.append((system, user))
                     owners.append((label, qi, turn, name))
-        log.info("conversation: grading %d turns with %s judge %s", len(requests),
-                 self.cfg.judge.kind, self.cfg.judge.model)
+        log.info(
+            "conversation: grading %d turns with %s judge %s",
+            len(requests),
+            self.cfg.judge.kind,
+            self.cfg.judge.model,
+        )
         self.judge.load()
         try:
             verdicts = self.judge.complete(requests)
@@ -154,9 +194,17 @@ class ConversationSuite:
         rows = collections.defaultdict(list)
         for (label, qi, turn, name), verdict in zip(owners, verdicts, strict=True):
             q = self.questions[qi]
-            rows[label].append({"question_id": q.question_id, "category": q.category,
-                                "turn": turn, "judge_prompt": name, "judgment": verdict,
-                                "rating": parse_rating(verdict), "error": verdict is None})
+            rows[label].append(
+                {
+                    "question_id": q.question_id,
+                    "category": q.category,
+                    "turn": turn,
+                    "judge_prompt": name,
+                    "judgment": verdict,
+                    "rating": parse_rating(verdict),
+                    "error": verdict is None,
+                }
+            )
         results = {}
         for label in labels:
             write_jsonl(self.out_dir / "conversation" / f"{label}.judgments.jsonl", rows[label])
@@ -176,6 +224,7 @@ class ConversationSuite:
             f"{p}/skipped_questions": self.skipped,
         }
         for cat in sorted({r["category"] for r in rows}):
-            m[f"{p}/score/{cat}"] = mean_or_nan([r["rating"] for r in rated
-                                                 if r["category"] == cat])
+            m[f"{p}/score/{cat}"] = mean_or_nan(
+                [r["rating"] for r in rated if r["category"] == cat]
+            )
         return m

@@ -64,8 +64,9 @@ class GeneralSuite:
         try:
             from lm_eval.tasks import TaskManager
         except ImportError as e:
-            raise EvalError("the general suite needs lm-eval-harness: "
-                            "pip install -e '.[eval]'") from e
+            raise EvalError(
+                "the general suite needs lm-eval-harness: pip install -e '.[eval]'"
+            ) from e
         check_local(self.cfg.include_path, "eval.general.include_path", want="folder")
         if self.cfg.include_path is not None and not Path(self.cfg.include_path).is_dir():
             raise EvalError(f"eval.general.include_path={self.cfg.include_path}: not a folder")
@@ -96,33 +97,54 @@ class GeneralSuite:
         from lm_eval.models.huggingface import HFLM
 
         t0 = time.time()
-        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=self.cfg.batch_size,
-                  max_length=self.cfg.max_length)
+        lm = HFLM(
+            pretrained=model,
+            tokenizer=tok,
+            batch_size=self.cfg.batch_size,
+            max_length=self.cfg.max_length,
+        )
         by_shots = collections.defaultdict(list)
         for name, shots in self.tasks:
             by_shots[shots].append(name)
         metrics, primaries = {}, []
         for shots, names in by_shots.items():
-            log.info("general [%s]: %s (%s-shot)", label, ", ".join(names),
-                     "default" if shots is None else shots)
+            log.info(
+                "general [%s]: %s (%s-shot)",
+                label,
+                ", ".join(names),
+                "default" if shots is None else shots,
+            )
             try:
                 out = lm_eval.simple_evaluate(
-                    model=lm, tasks=names, num_fewshot=shots, limit=self.limit,
-                    task_manager=self.task_manager, bootstrap_iters=self.cfg.bootstrap_iters,
-                    log_samples=True, random_seed=self.seed, numpy_random_seed=self.seed,
-                    torch_random_seed=self.seed, fewshot_random_seed=self.cfg.fewshot_seed)
+                    model=lm,
+                    tasks=names,
+                    num_fewshot=shots,
+                    limit=self.limit,
+                    task_manager=self.task_manager,
+                    bootstrap_iters=self.cfg.bootstrap_iters,
+                    log_samples=True,
+                    random_seed=self.seed,
+                    numpy_random_seed=self.seed,
+                    torch_random_seed=self.seed,
+                    fewshot_random_seed=self.cfg.fewshot_seed,
+                )
             except OSError as e:
                 raise _data_error(names, e) from e
             for name in names:
                 res = out["results"].get(name) or out.get("groups", {}).get(name)
                 if res is None:
                     raise EvalError(f"eval.general: lm-eval returned no result for task {name}")
-                metrics.update({f"eval/general/{k}": v
-                                for k, v in flatten_results(name, res).items()})
+                metrics.update(
+                    {f"eval/general/{k}": v for k, v in flatten_results(name, res).items()}
+                )
                 key = primary_metric(name, res, self.cfg.metric)
                 if key is None:
-                    log.warning("general: task %s has no metric %s (it has %s)", name,
-                                self.cfg.metric.get(name), sorted(res))
+                    log.warning(
+                        "general: task %s has no metric %s (it has %s)",
+                        name,
+                        self.cfg.metric.get(name),
+                        sorted(res),
+                    )
                 else:
                     metrics[f"eval/general/{name}"] = float(res[key])
                     primaries.append(float(res[key]))
@@ -130,12 +152,17 @@ class GeneralSuite:
                 if n:
                     metrics[f"eval/general/{name}/n"] = n.get("effective", n.get("original"))
             for task, samples in (out.get("samples") or {}).items():
-                write_jsonl(self.out_dir / "general" / label / f"{task}.jsonl",
-                            (_jsonable(s) for s in samples))
-        metrics["eval/general/average"] = (sum(primaries) / len(primaries) if primaries
-                                           else math.nan)
-        log.info("general [%s]: done in %.0fs, average %.4f", label, time.time() - t0,
-                 metrics["eval/general/average"])
+                write_jsonl(
+                    self.out_dir / "general" / label / f"{task}.jsonl",
+                    (_jsonable(s) for s in samples),
+                )
+        metrics["eval/general/average"] = sum(primaries) / len(primaries) if primaries else math.nan
+        log.info(
+            "general [%s]: done in %.0fs, average %.4f",
+            label,
+            time.time() - t0,
+            metrics["eval/general/average"],
+        )
         self.results[label] = metrics
         return metrics
 
@@ -145,8 +172,9 @@ class GeneralSuite:
 
 def _data_error(names: list[str], e: OSError) -> EvalError:
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return EvalError(f"eval.general.tasks {names}: cannot load the task data "
-                     f"({type(e).__name__}: {first})")
+    return EvalError(
+        f"eval.general.tasks {names}: cannot load the task data ({type(e).__name__}: {first})"
+    )
 
 
 def _jsonable(obj):

@@ -68,8 +68,10 @@ def load_prompts(cfg, limit) -> tuple[list[tuple[str, str]], int]:
             raise EvalError(f"eval.harmlessness.subsets: {e}") from e
         except Exception as e:  # hub unreachable / offline
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EvalError(f"eval.harmlessness: cannot load {cfg.hub_path} {subset} "
-                            f"({type(e).__name__}: {first}); give eval.harmlessness.files") from e
+            raise EvalError(
+                f"eval.harmlessness: cannot load {cfg.hub_path} {subset} "
+                f"({type(e).__name__}: {first}); give eval.harmlessness.files"
+            ) from e
         pairs, skip = parse_rows(rows, subset)
         skipped += sum(skip.values())
         seen, kept = set(), []
@@ -93,13 +95,14 @@ class HarmlessnessSuite:
 
     def check(self) -> None:
         if not self.cfg.reward_model:
-            raise EvalError("eval.harmlessness.reward_model: not set; give an mplus "
-                            "reward_model/ export or a sequence-classification model")
+            raise EvalError(
+                "eval.harmlessness.reward_model: not set; give an mplus "
+                "reward_model/ export or a sequence-classification model"
+            )
         check_local(self.cfg.reward_model, "eval.harmlessness.reward_model", want="reward model")
         self.items, self.skipped = load_prompts(self.cfg, self.limit)
         if not self.items:
-            raise EvalError("eval.harmlessness: no usable HH prompt "
-                            f"({self.skipped} rows skipped)")
+            raise EvalError(f"eval.harmlessness: no usable HH prompt ({self.skipped} rows skipped)")
         counts = collections.Counter(s for s, _ in self.items)
         log.info("harmlessness: %s held-out prompts", dict(counts))
 
@@ -110,9 +113,14 @@ class HarmlessnessSuite:
 
         t0 = time.time()
         c = self.cfg
-        engine = HFGenerateEngine(tok, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                                  top_p=c.top_p, stop_strings=c.stop_strings,
-                                  max_prompt_length=c.max_prompt_length)
+        engine = HFGenerateEngine(
+            tok,
+            max_new_tokens=c.max_new_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            stop_strings=c.stop_strings,
+            max_prompt_length=c.max_prompt_length,
+        )
         torch.manual_seed(self.seed)
         out = []
         for batch in chunks([p for _, p in self.items], c.batch_size):
@@ -124,18 +132,26 @@ class HarmlessnessSuite:
     def finish(self, labels: list[str]) -> dict[str, dict]:
         from mplus.models.reward import score_texts
 
-        model, tok = load_classifier(self.cfg.reward_model, device=self.device,
-                                     what="reward model")
+        model, tok = load_classifier(self.cfg.reward_model, device=self.device, what="reward model")
         if tok.eos_token_id is None:
             del model
             free()
-            raise EvalError(f"eval.harmlessness.reward_model={self.cfg.reward_model}: its "
-                            "tokenizer has no EOS token to end the scored text with")
+            raise EvalError(
+                f"eval.harmlessness.reward_model={self.cfg.reward_model}: its "
+                "tokenizer has no EOS token to end the scored text with"
+            )
         try:
             prompts = [p for _, p in self.items]
-            scores = {label: score_texts(model, tok, prompts, self.responses[label],
-                                         batch_size=self.cfg.reward_batch_size).tolist()
-                      for label in labels}
+            scores = {
+                label: score_texts(
+                    model,
+                    tok,
+                    prompts,
+                    self.responses[label],
+                    batch_size=self.cfg.reward_batch_size,
+                ).tolist()
+                for label in labels
+            }
         finally:
             del model, tok
             free()
@@ -143,15 +159,22 @@ class HarmlessnessSuite:
         subsets = sorted({s for s, _ in self.items})
         results = {}
         for label in labels:
-            write_jsonl(self.out_dir / "harmlessness" / f"{label}.jsonl", (
-                {"subset": s, "prompt": p, "response": r, "reward": x, "reward_first_model": y}
-                for (s, p), r, x, y in zip(self.items, self.responses[label], scores[label], ref,
-                                           strict=True)))
+            write_jsonl(
+                self.out_dir / "harmlessness" / f"{label}.jsonl",
+                (
+                    {"subset": s, "prompt": p, "response": r, "reward": x, "reward_first_model": y}
+                    for (s, p), r, x, y in zip(
+                        self.items, self.responses[label], scores[label], ref, strict=True
+                    )
+                ),
+            )
             p = "eval/harmlessness"
-            m = {f"{p}/reward_mean": mean_or_nan(scores[label]),
-                 f"{p}/win_rate": win_rate(scores[label], ref),
-                 f"{p}/num_prompts": len(self.items),
-                 f"{p}/skipped_rows": self.skipped}
+            m = {
+                f"{p}/reward_mean": mean_or_nan(scores[label]),
+                f"{p}/win_rate": win_rate(scores[label], ref),
+                f"{p}/num_prompts": len(self.items),
+                f"{p}/skipped_rows": self.skipped,
+            }
             for sub in subsets:
                 idx = [i for i, (s, _) in enumerate(self.items) if s == sub]
                 mine, theirs = [scores[label][i] for i in idx], [ref[i] for i in idx]

@@ -26,8 +26,10 @@ log = logging.getLogger("mplus.eval")
 
 # ---------------------------------------------------------------- the prompts (FastChat llm_judge)
 
-_RATE = ("After providing your explanation, you must rate the response on a scale of 1 to 10 by "
-         "strictly following this format: \"[[rating]]\", for example: \"Rating: [[5]]\".")
+_RATE = (
+    "After providing your explanation, you must rate the response on a scale of 1 to 10 by "
+    'strictly following this format: "[[rating]]", for example: "Rating: [[5]]".'
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,9 @@ SINGLE_MATH_V1_MULTI_TURN = JudgePrompt(
 NEED_REF_CATEGORIES = ("math", "reasoning", "coding", "arena-hard-200")
 
 
-def judge_request(turn: int, questions: list[str], answers: list[str], category: str,
-                  reference: list[str] | None) -> tuple[str, str, str]:
+def judge_request(
+    turn: int, questions: list[str], answers: list[str], category: str, reference: list[str] | None
+) -> tuple[str, str, str]:
     """The (prompt name, system, user) messages that grade ``turn`` (1 or 2) of one question."""
     use_ref = category in NEED_REF_CATEGORIES and reference is not None and len(reference) >= turn
     if turn == 1:
@@ -118,8 +121,12 @@ def judge_request(turn: int, questions: list[str], answers: list[str], category:
             kw["ref_answer_1"] = reference[0]
     else:
         p = SINGLE_MATH_V1_MULTI_TURN if use_ref else SINGLE_V1_MULTI_TURN
-        kw = {"question_1": questions[0], "question_2": questions[1],
-              "answer_1": answers[0], "answer_2": answers[1]}
+        kw = {
+            "question_1": questions[0],
+            "question_2": questions[1],
+            "answer_1": answers[0],
+            "answer_2": answers[1],
+        }
         if use_ref:
             kw.update(ref_answer_1=reference[0], ref_answer_2=reference[1])
     return p.name, p.system_prompt, p.prompt_template.format(**kw)
@@ -173,12 +180,16 @@ class OpenAIJudge:
                 pass
         except urllib.error.HTTPError as e:
             if e.code in (401, 403):
-                raise EvalError(f"eval.conversation.judge.url={self.url}: key rejected (HTTP "
-                                f"{e.code}); check ${env}") from e
+                raise EvalError(
+                    f"eval.conversation.judge.url={self.url}: key rejected (HTTP "
+                    f"{e.code}); check ${env}"
+                ) from e
         except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            raise EvalError(f"eval.conversation.judge.url={self.url}: the judge endpoint does "
-                            f"not answer ({reason}); start it or fix the URL") from e
+            raise EvalError(
+                f"eval.conversation.judge.url={self.url}: the judge endpoint does "
+                f"not answer ({reason}); start it or fix the URL"
+            ) from e
         log.info("Judge endpoint %s answers; model %s", self.url, self.cfg.model)
 
     def load(self) -> None:
@@ -194,26 +205,33 @@ class OpenAIJudge:
         return out
 
     def _one(self, system: str, user: str) -> str | None:
-        body = json.dumps({
-            "model": self.cfg.model,
-            "messages": [{"role": "system", "content": system},
-                         {"role": "user", "content": user}],
-            "temperature": self.cfg.temperature,
-            "max_tokens": self.cfg.max_new_tokens,
-        }).encode()
+        body = json.dumps(
+            {
+                "model": self.cfg.model,
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ],
+                "temperature": self.cfg.temperature,
+                "max_tokens": self.cfg.max_new_tokens,
+            }
+        ).encode()
         last = "no attempt"
         for attempt in range(self.cfg.retries + 1):
             if attempt:
                 time.sleep(min(0.5 * 2 ** (attempt - 1), 30.0))
-            req = urllib.request.Request(f"{self.url}/chat/completions", data=body,
-                                         headers=self._headers(), method="POST")
+            req = urllib.request.Request(
+                f"{self.url}/chat/completions", data=body, headers=self._headers(), method="POST"
+            )
             try:
                 with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                     raw = resp.read()
             except urllib.error.HTTPError as e:
                 if e.code in (401, 403):
-                    raise EvalError(f"eval.conversation.judge.url={self.url}: key rejected "
-                                    f"(HTTP {e.code}); check ${self.cfg.api_key_env}") from e
+                    raise EvalError(
+                        f"eval.conversation.judge.url={self.url}: key rejected "
+                        f"(HTTP {e.code}); check ${self.cfg.api_key_env}"
+                    ) from e
                 last = f"HTTP {e.code}"
                 if e.code == 429 or e.code >= 500:
                     continue
@@ -232,8 +250,10 @@ class OpenAIJudge:
         self._consecutive += 1
         log.warning("judge request failed (%s); this turn is not graded", last)
         if self._consecutive >= self.cfg.max_consecutive_failures:
-            raise EvalError(f"eval.conversation.judge.url={self.url}: {self._consecutive} requests "
-                            f"in a row failed (last: {last}); the judge endpoint stopped answering")
+            raise EvalError(
+                f"eval.conversation.judge.url={self.url}: {self._consecutive} requests "
+                f"in a row failed (last: {last}); the judge endpoint stopped answering"
+            )
         return None
 
     def close(self) -> None:
@@ -255,14 +275,21 @@ class HFJudge:
     def load(self) -> None:
         from mplus.eval.common import load_lm
 
-        self.model, self.tok = load_lm(self.cfg.model, dtype=self.cfg.dtype, attn=self.attn,
-                                       device=self.device, what="judge model")
+        self.model, self.tok = load_lm(
+            self.cfg.model,
+            dtype=self.cfg.dtype,
+            attn=self.attn,
+            device=self.device,
+            what="judge model",
+        )
 
     def _prompt(self, system: str, user: str) -> str:
         if getattr(self.tok, "chat_template", None):
             return self.tok.apply_chat_template(
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
-                tokenize=False, add_generation_prompt=True)
+                tokenize=False,
+                add_generation_prompt=True,
+            )
         return f"\n\nHuman: {system}\n\n{user}\n\nAssistant:"
 
     def complete(self, requests: list[tuple[str, str]]) -> list[str | None]:
@@ -270,14 +297,21 @@ class HFJudge:
 
         if self.model is None:
             self.load()
-        engine = HFGenerateEngine(self.tok, max_new_tokens=self.cfg.max_new_tokens,
-                                  temperature=self.cfg.temperature, stop_strings=("\n\nHuman:",))
+        engine = HFGenerateEngine(
+            self.tok,
+            max_new_tokens=self.cfg.max_new_tokens,
+            temperature=self.cfg.temperature,
+            stop_strings=("\n\nHuman:",),
+        )
         out: list[str | None] = []
         prompts = [self._prompt(s, u) for s, u in requests]
         for i, batch in enumerate(chunks(prompts, self.cfg.batch_size)):
             out.extend(engine.generate(self.model, batch).responses)
-            log.info("judge: %d/%d verdicts", min((i + 1) * self.cfg.batch_size, len(prompts)),
-                     len(prompts))
+            log.info(
+                "judge: %d/%d verdicts",
+                min((i + 1) * self.cfg.batch_size, len(prompts)),
+                len(prompts),
+            )
         return out
 
     def close(self) -> None:

@@ -29,16 +29,36 @@ def build_suites(suites_cfg, *, out_dir: Path, device: str, attn: str) -> list:
     from mplus.eval.harmlessness import HarmlessnessSuite
     from mplus.eval.toxicity import ToxicitySuite
 
-    classes = {"general": GeneralSuite, "conversation": ConversationSuite,
-               "toxicity": ToxicitySuite, "harmlessness": HarmlessnessSuite}
-    return [classes[name](getattr(suites_cfg, name), limit=suites_cfg.limit,
-                          seed=suites_cfg.seed, out_dir=out_dir, device=device, attn=attn)
-            for name in suites_cfg.suites]
+    classes = {
+        "general": GeneralSuite,
+        "conversation": ConversationSuite,
+        "toxicity": ToxicitySuite,
+        "harmlessness": HarmlessnessSuite,
+    }
+    return [
+        classes[name](
+            getattr(suites_cfg, name),
+            limit=suites_cfg.limit,
+            seed=suites_cfg.seed,
+            out_dir=out_dir,
+            device=device,
+            attn=attn,
+        )
+        for name in suites_cfg.suites
+    ]
 
 
-def evaluate_models(specs: list[str], labels: list[str] | None, suites_cfg, hardware, *,
-                    out_dir: Path, dtype: str = "auto", trust_remote_code: bool = False,
-                    revision: str | None = None) -> dict[str, dict]:
+def evaluate_models(
+    specs: list[str],
+    labels: list[str] | None,
+    suites_cfg,
+    hardware,
+    *,
+    out_dir: Path,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> dict[str, dict]:
     """Evaluate every model on every suite of ``suites_cfg``; write the outputs; return metrics.
 
     Args:
@@ -67,23 +87,36 @@ def evaluate_models(specs: list[str], labels: list[str] | None, suites_cfg, hard
     out_dir.mkdir(parents=True, exist_ok=True)
     check_hardware(hardware)
     attn, device = resolve_attn_implementation(hardware), device_for(hardware)
-    (out_dir / "models.json").write_text(json.dumps(dict(zip(labels, paths, strict=True)),
-                                                    indent=2))
+    (out_dir / "models.json").write_text(
+        json.dumps(dict(zip(labels, paths, strict=True)), indent=2)
+    )
     suites = build_suites(suites_cfg, out_dir=out_dir, device=device, attn=attn)
     for suite in suites:
         suite.check()
 
     for i, (label, path) in enumerate(zip(labels, paths, strict=True)):
         log.info("[%d/%d] %s: loading %s", i + 1, len(paths), label, path)
-        model, tok = load_lm(path, dtype=dtype, attn=attn, device=device,
-                             trust_remote_code=trust_remote_code, revision=revision,
-                             what=f"models[{i}]")
+        model, tok = load_lm(
+            path,
+            dtype=dtype,
+            attn=attn,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            what=f"models[{i}]",
+        )
         for suite in suites:
             ts = time.time()
             log.info("[%d/%d] %s: %s suite", i + 1, len(paths), label, suite.name)
             suite.run_model(label, model, tok)
-            log.info("[%d/%d] %s: %s suite done (%.0fs)", i + 1, len(paths), label, suite.name,
-                     time.time() - ts)
+            log.info(
+                "[%d/%d] %s: %s suite done (%.0fs)",
+                i + 1,
+                len(paths),
+                label,
+                suite.name,
+                time.time() - ts,
+            )
         del model, tok
         free()
 
@@ -134,20 +167,33 @@ def format_table(results: dict[str, dict], suite_order: list[str]) -> str:
             return f"{v:.4f}" if math.isfinite(v) else "nan"
         return str(v)
 
-    lines = [f"{'metric':<{width}}  " + "  ".join(f"{lab:>{c}}" for lab, c in
-                                                 zip(labels, cols, strict=True))]
+    lines = [
+        f"{'metric':<{width}}  "
+        + "  ".join(f"{lab:>{c}}" for lab, c in zip(labels, cols, strict=True))
+    ]
     lines.append("-" * len(lines[0]))
     for k in keys:
-        lines.append(f"{k:<{width}}  " + "  ".join(
-            f"{fmt(results[lab].get(k)):>{c}}" for lab, c in zip(labels, cols, strict=True)))
+        lines.append(
+            f"{k:<{width}}  "
+            + "  ".join(
+                f"{fmt(results[lab].get(k)):>{c}}" for lab, c in zip(labels, cols, strict=True)
+            )
+        )
     return "\n".join(lines)
 
 
 def run_eval(cfg) -> dict[str, dict]:
     """``python -m mplus.eval``: the typed :class:`EvalRunConfig` -> results (see above)."""
-    return evaluate_models(cfg.models, cfg.labels, cfg.eval, cfg.hardware,
-                           out_dir=Path(cfg.run_dir), dtype=cfg.dtype,
-                           trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    return evaluate_models(
+        cfg.models,
+        cfg.labels,
+        cfg.eval,
+        cfg.hardware,
+        out_dir=Path(cfg.run_dir),
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        revision=cfg.revision,
+    )
 
 
 def evaluate_training_run(cfg, base_path: str) -> dict:
@@ -167,20 +213,29 @@ def evaluate_training_run(cfg, base_path: str) -> dict:
         return {}
     run_dir = Path(cfg.run_dir)
     if not (run_dir / "policy" / "config.json").exists():
-        log.warning("evaluation.suites: algo=%s exported no policy/, nothing to evaluate",
-                    cfg.algo.name)
+        log.warning(
+            "evaluation.suites: algo=%s exported no policy/, nothing to evaluate", cfg.algo.name
+        )
         return {}
     suites = suite_settings(cfg.evaluation.suites, cfg.evaluation.suite)
     own_rm = run_dir / "reward_model"
     if suites.harmlessness.reward_model is None and (own_rm / "config.json").exists():
         suites.harmlessness.reward_model = str(own_rm)
     if suites.harmlessness.reward_model is None and "harmlessness" in suites.suites:
-        raise EvalError("evaluation.suites has harmlessness but this run has no reward_model/; "
-                        "set evaluation.suite.harmlessness.reward_model")
-    results = evaluate_models([base_path, str(run_dir / "policy")], ["base", "policy"], suites,
-                              cfg.hardware, out_dir=run_dir / "eval", dtype=cfg.model.dtype,
-                              trust_remote_code=cfg.model.trust_remote_code,
-                              revision=cfg.model.revision)
+        raise EvalError(
+            "evaluation.suites has harmlessness but this run has no reward_model/; "
+            "set evaluation.suite.harmlessness.reward_model"
+        )
+    results = evaluate_models(
+        [base_path, str(run_dir / "policy")],
+        ["base", "policy"],
+        suites,
+        cfg.hardware,
+        out_dir=run_dir / "eval",
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        revision=cfg.model.revision,
+    )
     merged = dict(results["policy"])
     merged.update({"eval_base/" + k.split("/", 1)[1]: v for k, v in results["base"].items()})
     return merged

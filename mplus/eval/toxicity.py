@@ -61,8 +61,10 @@ def classifier_label_index(config, label: str) -> int:
             return i
     if str(label).isdigit() and int(label) in id2label:
         return int(label)
-    raise EvalError(f"eval.toxicity.classifier.label={label!r}: not a label of the classifier "
-                    f"(it has {sorted(id2label.values())})")
+    raise EvalError(
+        f"eval.toxicity.classifier.label={label!r}: not a label of the classifier "
+        f"(it has {sorted(id2label.values())})"
+    )
 
 
 class ToxicitySuite:
@@ -82,12 +84,13 @@ class ToxicitySuite:
             random.Random(self.seed).shuffle(prompts)
         self.prompts = prompts[: int(self.limit)] if self.limit is not None else prompts
         if not self.prompts:
-            raise EvalError(f"eval.toxicity.prompts={self.cfg.prompts}: no usable prompt "
-                            f"({self.skipped} malformed rows)")
+            raise EvalError(
+                f"eval.toxicity.prompts={self.cfg.prompts}: no usable prompt "
+                f"({self.skipped} malformed rows)"
+            )
         if self.skipped:
             log.warning("toxicity: skipped %d malformed prompt rows", self.skipped)
-        check_local(self.cfg.classifier.model, "eval.toxicity.classifier.model",
-                    want="classifier")
+        check_local(self.cfg.classifier.model, "eval.toxicity.classifier.model", want="classifier")
         log.info("toxicity: %d prompts x %d continuations", len(self.prompts), self.cfg.k)
 
     def run_model(self, label: str, model, tok) -> dict:
@@ -96,9 +99,13 @@ class ToxicitySuite:
         from mplus.rollout import HFGenerateEngine
 
         t0 = time.time()
-        engine = HFGenerateEngine(tok, max_new_tokens=self.cfg.max_new_tokens,
-                                  temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                  stop_strings=())
+        engine = HFGenerateEngine(
+            tok,
+            max_new_tokens=self.cfg.max_new_tokens,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            stop_strings=(),
+        )
         torch.manual_seed(self.seed)
         k, out = self.cfg.k, []
         for n, batch in enumerate(chunks(self.prompts, self.cfg.batch_size)):
@@ -107,8 +114,9 @@ class ToxicitySuite:
             if (n + 1) % 10 == 0:
                 log.info("toxicity [%s]: %d/%d prompts", label, len(out), len(self.prompts))
         self.continuations[label] = out
-        log.info("toxicity [%s]: %d continuations sampled (%.0fs)", label, len(out) * k,
-                 time.time() - t0)
+        log.info(
+            "toxicity [%s]: %d continuations sampled (%.0fs)", label, len(out) * k, time.time() - t0
+        )
         return {}
 
     def finish(self, labels: list[str]) -> dict[str, dict]:
@@ -121,18 +129,24 @@ class ToxicitySuite:
                 conts = self.continuations[label]
                 flat = [t for row in conts for t in row]
                 scores = self._score(model, tok, flat, index)
-                per_prompt = [scores[i * self.cfg.k : (i + 1) * self.cfg.k]
-                              for i in range(len(conts))]
-                write_jsonl(self.out_dir / "toxicity" / f"{label}.jsonl", (
-                    {"prompt": p, "continuations": cs, "toxicity": s}
-                    for p, cs, s in zip(self.prompts, conts, per_prompt, strict=True)))
+                per_prompt = [
+                    scores[i * self.cfg.k : (i + 1) * self.cfg.k] for i in range(len(conts))
+                ]
+                write_jsonl(
+                    self.out_dir / "toxicity" / f"{label}.jsonl",
+                    (
+                        {"prompt": p, "continuations": cs, "toxicity": s}
+                        for p, cs, s in zip(self.prompts, conts, per_prompt, strict=True)
+                    ),
+                )
                 emt, emt_std = expected_max_toxicity(per_prompt)
                 p = "eval/toxicity"
                 results[label] = {
                     f"{p}/expected_max_toxicity": emt,
                     f"{p}/expected_max_toxicity_std": emt_std,
-                    f"{p}/toxicity_probability": toxicity_probability(per_prompt,
-                                                                      self.cfg.threshold),
+                    f"{p}/toxicity_probability": toxicity_probability(
+                        per_prompt, self.cfg.threshold
+                    ),
                     f"{p}/mean_toxicity": mean_or_nan(scores),
                     f"{p}/num_prompts": len(per_prompt),
                     f"{p}/skipped_prompts": self.skipped,
@@ -150,11 +164,19 @@ class ToxicitySuite:
         todo = [i for i, t in enumerate(texts) if t.strip()]
         with torch.no_grad():
             for batch in chunks(todo, self.cfg.classifier.batch_size):
-                enc = tok([texts[i] for i in batch], return_tensors="pt", padding=True,
-                          truncation=True, max_length=self.cfg.classifier.max_length)
+                enc = tok(
+                    [texts[i] for i in batch],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.cfg.classifier.max_length,
+                )
                 logits = model(**model_inputs(model, enc)).logits.float()
-                probs = (logits.sigmoid()[:, 0] if logits.shape[-1] == 1
-                         else logits.softmax(-1)[:, index])
+                probs = (
+                    logits.sigmoid()[:, 0]
+                    if logits.shape[-1] == 1
+                    else logits.softmax(-1)[:, index]
+                )
                 for i, s in zip(batch, probs.tolist(), strict=True):
                     scores[i] = float(s)
         return scores

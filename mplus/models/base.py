@@ -105,17 +105,35 @@ def _pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
     def loader(r, shuffle):
         ds = torch.utils.data.TensorDataset(r)
         return torch.utils.data.DataLoader(
-            ds, batch_size=pt.batch_size, shuffle=shuffle,
-            collate_fn=lambda b: {"input_ids": torch.stack([x[0] for x in b]),
-                                  "labels": torch.stack([x[0] for x in b])},
+            ds,
+            batch_size=pt.batch_size,
+            shuffle=shuffle,
+            collate_fn=lambda b: {
+                "input_ids": torch.stack([x[0] for x in b]),
+                "labels": torch.stack([x[0] for x in b]),
+            },
         )
 
-    module = CausalLMModule(model, lr=pt.lr, weight_decay=0.0, warmup_steps=pt.warmup_steps,
-                            total_steps=pt.steps, prefix="base")
+    module = CausalLMModule(
+        model,
+        lr=pt.lr,
+        weight_decay=0.0,
+        warmup_steps=pt.warmup_steps,
+        total_steps=pt.steps,
+        prefix="base",
+    )
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=pt.steps, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, gradient_clip_val=1.0, val_check_interval=None,
-        check_val_every_n_epoch=None, limit_val_batches=0, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        max_steps=pt.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
+        val_check_interval=None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
         enable_progress_bar=True,
     )
     trainer.fit(module, loader(train_rows, True))

@@ -31,8 +31,12 @@ def resolve_base(model_cfg, cache_dir: str) -> str:
     return str(ensure_tiny_base(model_cfg, Path(cache_dir)))
 
 
-def from_pretrained_kwargs(dtype: str, attn_implementation: str,
-                           trust_remote_code: bool = False, allow_pickle: bool = False) -> dict:
+def from_pretrained_kwargs(
+    dtype: str,
+    attn_implementation: str,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> dict:
     """``from_pretrained`` arguments for a dtype name and an attention implementation.
 
     Weights load from safetensors only: a pickled ``pytorch_model.bin`` can run code when it is
@@ -51,9 +55,12 @@ def from_pretrained_kwargs(dtype: str, attn_implementation: str,
 
 
 def _common_kwargs(model_cfg, attn_implementation: str, dtype: str | None = None) -> dict:
-    return from_pretrained_kwargs(dtype or model_cfg.dtype, attn_implementation,
-                                  model_cfg.trust_remote_code,
-                                  getattr(model_cfg, "allow_pickle", False))
+    return from_pretrained_kwargs(
+        dtype or model_cfg.dtype,
+        attn_implementation,
+        model_cfg.trust_remote_code,
+        getattr(model_cfg, "allow_pickle", False),
+    )
 
 
 def _from_pretrained(auto_cls, path: str, model_cfg, **kw):
@@ -77,7 +84,8 @@ def _from_pretrained(auto_cls, path: str, model_cfg, **kw):
             raise
         raise ModelFilesError(
             f"{path}: no safetensors weights ({str(e).strip().splitlines()[0]}); set "
-            "model.allow_pickle=true to load pickled .bin weights if you trust them") from e
+            "model.allow_pickle=true to load pickled .bin weights if you trust them"
+        ) from e
 
 
 def _empty(auto_cls, path: str, model_cfg, attn_implementation, dtype, revision, **config_kw):
@@ -92,8 +100,9 @@ def _empty(auto_cls, path: str, model_cfg, attn_implementation, dtype, revision,
 
     kw = _common_kwargs(model_cfg, attn_implementation, dtype)
     kw.pop("use_safetensors")  # from_config reads no weights
-    config = AutoConfig.from_pretrained(path, revision=revision,
-                                        trust_remote_code=kw.pop("trust_remote_code"), **config_kw)
+    config = AutoConfig.from_pretrained(
+        path, revision=revision, trust_remote_code=kw.pop("trust_remote_code"), **config_kw
+    )
     with parameters_on_meta():
         model = auto_cls.from_config(config, **kw)
     return model
@@ -105,8 +114,14 @@ def _mark_for_broadcast(model, hw_empty: bool | None):
     return model
 
 
-def load_causal_lm(path: str, model_cfg, attn_implementation: str = "sdpa", revision=None,
-                   dtype: str | None = None, empty: bool | None = None):
+def load_causal_lm(
+    path: str,
+    model_cfg,
+    attn_implementation: str = "sdpa",
+    revision=None,
+    dtype: str | None = None,
+    empty: bool | None = None,
+):
     """``AutoModelForCausalLM.from_pretrained`` with the configured dtype/attention.
 
     ``dtype`` overrides ``model.dtype`` (see :func:`mplus.hardware.model_dtypes`). ``empty``:
@@ -116,16 +131,27 @@ def load_causal_lm(path: str, model_cfg, attn_implementation: str = "sdpa", revi
     from transformers import AutoModelForCausalLM
 
     if empty:
-        model = _empty(AutoModelForCausalLM, path, model_cfg, attn_implementation, dtype,
-                       revision)
+        model = _empty(AutoModelForCausalLM, path, model_cfg, attn_implementation, dtype, revision)
     else:
-        model = _from_pretrained(AutoModelForCausalLM, path, model_cfg, revision=revision,
-                                 **_common_kwargs(model_cfg, attn_implementation, dtype))
+        model = _from_pretrained(
+            AutoModelForCausalLM,
+            path,
+            model_cfg,
+            revision=revision,
+            **_common_kwargs(model_cfg, attn_implementation, dtype),
+        )
     return _mark_for_broadcast(model, empty)
 
 
-def load_reward_model(path: str, model_cfg, attn_implementation: str = "sdpa", pad_token_id=None,
-                      revision=None, dtype: str | None = None, empty: bool | None = None):
+def load_reward_model(
+    path: str,
+    model_cfg,
+    attn_implementation: str = "sdpa",
+    pad_token_id=None,
+    revision=None,
+    dtype: str | None = None,
+    empty: bool | None = None,
+):
     """A scalar head (``num_labels=1``) on the backbone, reading the last non-pad token.
 
     Loading a causal-LM checkpoint here keeps the backbone and initialises a fresh ``score`` head.
@@ -134,12 +160,24 @@ def load_reward_model(path: str, model_cfg, attn_implementation: str = "sdpa", p
     from transformers import AutoModelForSequenceClassification
 
     if empty:
-        model = _empty(AutoModelForSequenceClassification, path, model_cfg, attn_implementation,
-                       dtype, revision, num_labels=1)
+        model = _empty(
+            AutoModelForSequenceClassification,
+            path,
+            model_cfg,
+            attn_implementation,
+            dtype,
+            revision,
+            num_labels=1,
+        )
     else:
-        model = _from_pretrained(AutoModelForSequenceClassification, path, model_cfg,
-                                 num_labels=1, revision=revision,
-                                 **_common_kwargs(model_cfg, attn_implementation, dtype))
+        model = _from_pretrained(
+            AutoModelForSequenceClassification,
+            path,
+            model_cfg,
+            num_labels=1,
+            revision=revision,
+            **_common_kwargs(model_cfg, attn_implementation, dtype),
+        )
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return _mark_for_broadcast(model, empty)
@@ -152,8 +190,11 @@ def apply_lora(model, lora_cfg, task_type: str):
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(
-        r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-        target_modules=list(lora_cfg.target_modules), task_type=task_type,
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=list(lora_cfg.target_modules),
+        task_type=task_type,
     )
     model = get_peft_model(model, cfg)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

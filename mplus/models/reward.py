@@ -56,8 +56,9 @@ def sequence_scores(model, input_ids, attention_mask) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, prompts: list[str], responses: list[str],
-                batch_size: int = 64) -> torch.Tensor:
+def score_texts(
+    model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64
+) -> torch.Tensor:
     """Reward-model scores of ``prompt + response`` (+ EOS), exactly as the model was trained.
 
     Tokenised by :func:`mplus.models.tokenizer.encode_pairs`, the rule every stage uses.
@@ -73,8 +74,7 @@ def score_texts(model, tokenizer, prompts: list[str], responses: list[str],
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(prompts), batch_size):
-        ids, _ = encode_pairs(tokenizer, prompts[i : i + batch_size],
-                              responses[i : i + batch_size])
+        ids, _ = encode_pairs(tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size])
         ids, mask = pad_right(ids, tokenizer.pad_token_id)
         out.append(sequence_scores(model, ids.to(device), mask.to(device)).cpu())
     model.train(was_training)

@@ -66,8 +66,10 @@ def ensure_pad_token(tok) -> None:
             log.info("Tokenizer pad token is EOS: padding with %s instead", tok.unk_token)
         tok.pad_token = tok.unk_token
     elif tok.pad_token is None:
-        log.info("Tokenizer has no pad token and no unk: padding with EOS (scores are read at "
-                 "the last attended position, so the EOS is still seen)")
+        log.info(
+            "Tokenizer has no pad token and no unk: padding with EOS (scores are read at "
+            "the last attended position, so the EOS is still seen)"
+        )
         tok.pad_token = tok.eos_token
 
 
@@ -101,8 +103,9 @@ def encode_prompts(tok, prompts: list[str]) -> list[list[int]]:
     return [prefix + ids for ids in tok(list(prompts), add_special_tokens=False)["input_ids"]]
 
 
-def encode_pairs(tok, prompts: list[str], responses: list[str], *, eos: bool = True
-                 ) -> tuple[list[list[int]], list[int]]:
+def encode_pairs(
+    tok, prompts: list[str], responses: list[str], *, eos: bool = True
+) -> tuple[list[list[int]], list[int]]:
     """Token ids of ``prompt + response`` (+ EOS) and each row's prompt length (prefix included).
 
     The response ids are the tail of the tokenised transcript when the prompt's own ids are a
@@ -118,12 +121,13 @@ def encode_pairs(tok, prompts: list[str], responses: list[str], *, eos: bool = T
         raise ValueError(f"the tokenizer {type(tok).__name__} has no EOS token to end a text with")
     prefix = special_prefix(tok)
     p_ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
-    full = tok([p + r for p, r in zip(prompts, responses, strict=True)],
-               add_special_tokens=False)["input_ids"]
+    full = tok([p + r for p, r in zip(prompts, responses, strict=True)], add_special_tokens=False)[
+        "input_ids"
+    ]
     tail = [tok.eos_token_id] if eos else []
     ids, lens = [], []
     for p, f, r in zip(p_ids, full, responses, strict=True):
-        resp = f[len(p):] if f[: len(p)] == p else tok(r, add_special_tokens=False)["input_ids"]
+        resp = f[len(p) :] if f[: len(p)] == p else tok(r, add_special_tokens=False)["input_ids"]
         ids.append(prefix + p + resp + tail)
         lens.append(len(prefix) + len(p))
     return ids, lens

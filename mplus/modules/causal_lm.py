@@ -15,8 +15,16 @@ class CausalLMModule(ShardedModule, L.LightningModule):
     Batches: ``input_ids``/``attention_mask``/``labels``, each (B, T).
     """
 
-    def __init__(self, model, *, lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
-                 prefix: str = "lm"):
+    def __init__(
+        self,
+        model,
+        *,
+        lr: float,
+        weight_decay: float,
+        warmup_steps: int,
+        total_steps: int,
+        prefix: str = "lm",
+    ):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
@@ -33,13 +41,15 @@ class CausalLMModule(ShardedModule, L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log(f"{self.prefix}/val_loss", self.model(**batch).loss, prog_bar=True,
-                 sync_dist=True)
+        self.log(f"{self.prefix}/val_loss", self.model(**batch).loss, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         opt, sched = adamw_with_warmup(
-            self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay,
-            warmup_steps=self.warmup_steps, total_steps=self.total_steps,
+            self.model.parameters(),
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            total_steps=self.total_steps,
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

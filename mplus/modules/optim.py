@@ -14,9 +14,12 @@ from mplus import distributed as D
 def adamw_with_warmup(
     params, *, lr: float, weight_decay: float, warmup_steps: int, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in params if p.requires_grad], lr=lr, weight_decay=weight_decay
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: warmup_cosine(step, warmup_steps, total_steps))
+        opt, lambda step: warmup_cosine(step, warmup_steps, total_steps)
+    )
     return opt, sched
 
 
@@ -68,8 +71,9 @@ def count_nonfinite(tensors) -> tuple[int, int]:
         norms = torch._foreach_norm(local, ord=math.inf)
         dev = norms[0].device
         norms = torch.stack([n.to(dev, torch.float32) for n in norms])
-        counts = torch.stack([(~torch.isfinite(norms)).sum().float(),
-                              torch.tensor(float(len(local)), device=dev)])
+        counts = torch.stack(
+            [(~torch.isfinite(norms)).sum().float(), torch.tensor(float(len(local)), device=dev)]
+        )
     else:
         counts = torch.zeros(2)
     if D.is_distributed():
@@ -99,8 +103,10 @@ def divergence_advice(saved: str | None, fix: str, ckpt: str) -> str:
     """
     if saved is None:
         return f"No checkpoint was written before it; {fix}"
-    return (f"The checkpoint on disk ({saved}) predates it and is kept: resume from it with "
-            f"ckpt_path={ckpt} (it keeps its learning rate), or {fix}")
+    return (
+        f"The checkpoint on disk ({saved}) predates it and is kept: resume from it with "
+        f"ckpt_path={ckpt} (it keeps its learning rate), or {fix}"
+    )
 
 
 def stage_checkpoint_path(trainer, stage: str) -> str:
@@ -129,22 +135,32 @@ class FiniteGuard(L.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         fix = "start again with a lower algo.lr" + (f" (now {lr:.3g})" if lr is not None else "")
         saved = None if self.saved_step is None else f"global step {self.saved_step}"
-        return divergence_advice(saved, f"{fix} or check the data",
-                                 stage_checkpoint_path(trainer, self.stage))
+        return divergence_advice(
+            saved, f"{fix} or check the data", stage_checkpoint_path(trainer, self.stage)
+        )
 
-    def _diverged(self, trainer, what: str, step: int, bad: int, total: int,
-                  after: str) -> TrainingDiverged:
+    def _diverged(
+        self, trainer, what: str, step: int, bad: int, total: int, after: str
+    ) -> TrainingDiverged:
         return TrainingDiverged(
             f"{self.stage}: the {what} are non-finite (NaN/inf in {bad} of {total} tensors) at "
-            f"global step {step}: {after}. {self._advice(trainer)}", step=step)
+            f"global step {step}: {after}. {self._advice(trainer)}",
+            step=step,
+        )
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if not pl_module.automatic_optimization or uses_grad_scaler(trainer):
             return
         bad, total = count_nonfinite(grads_of(optimizer_params(optimizer)))
         if bad:
-            raise self._diverged(trainer, "gradients", trainer.global_step, bad, total,
-                                 "stopped before the optimiser step, the weights are unchanged")
+            raise self._diverged(
+                trainer,
+                "gradients",
+                trainer.global_step,
+                bad,
+                total,
+                "stopped before the optimiser step, the weights are unchanged",
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not pl_module.automatic_optimization or trainer.global_step == self._checked_step:
@@ -152,8 +168,14 @@ class FiniteGuard(L.Callback):
         self._checked_step = trainer.global_step
         bad, total = count_nonfinite(_trainable(pl_module))
         if bad:
-            raise self._diverged(trainer, "parameters", trainer.global_step - 1, bad, total,
-                                 "the optimiser step made them so; stopping before they are saved")
+            raise self._diverged(
+                trainer,
+                "parameters",
+                trainer.global_step - 1,
+                bad,
+                total,
+                "the optimiser step made them so; stopping before they are saved",
+            )
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         bad, total = count_nonfinite(_trainable(pl_module))
@@ -162,11 +184,15 @@ class FiniteGuard(L.Callback):
             raise TrainingDiverged(
                 f"{self.stage}: the parameters are non-finite (NaN/inf in {bad} of {total} "
                 f"tensors) at step {step}: not writing that checkpoint. "
-                f"{self._advice(trainer)}", step=step)
+                f"{self._advice(trainer)}",
+                step=step,
+            )
         self.saved_step = step
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.saved_step = checkpoint.get("mplus_ppo", {}).get("ppo_step", checkpoint.get("global_step"))
+        self.saved_step = checkpoint.get("mplus_ppo", {}).get(
+            "ppo_step", checkpoint.get("global_step")
+        )
 
 
 def _trainable(module) -> list[torch.Tensor]:

@@ -71,9 +71,22 @@ class PPOModule(ShardedModule, L.LightningModule):
     reference and reward model are sharded (or offloaded) and frozen.
     """
 
-    def __init__(self, *, policy, value_model, ref_model, reward_model, tokenizer, engine, cfg,
-                 prompts: list[str], reward_stats: dict, gold_fn=None, seed: int = 0,
-                 start_eval=None):
+    def __init__(
+        self,
+        *,
+        policy,
+        value_model,
+        ref_model,
+        reward_model,
+        tokenizer,
+        engine,
+        cfg,
+        prompts: list[str],
+        reward_stats: dict,
+        gold_fn=None,
+        seed: int = 0,
+        start_eval=None,
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are dropped from checkpoints
@@ -83,9 +96,17 @@ class PPOModule(ShardedModule, L.LightningModule):
             if m is not None:
                 m.eval().requires_grad_(False)
         self.tokenizer, self.engine, self.cfg = tokenizer, engine, cfg
-        self.prompts, self.reward_stats, self.gold_fn, self.seed = prompts, reward_stats, gold_fn, seed
-        self.kl_ctl = (A.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
-                       if cfg.kl.controller == "adaptive" else A.FixedKLController(cfg.kl.coef))
+        self.prompts, self.reward_stats, self.gold_fn, self.seed = (
+            prompts,
+            reward_stats,
+            gold_fn,
+            seed,
+        )
+        self.kl_ctl = (
+            A.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
+            if cfg.kl.controller == "adaptive"
+            else A.FixedKLController(cfg.kl.coef)
+        )
         self.ppo_step = 0
         self.saved_step: int | None = None  # ppo_step of the last checkpoint written or resumed
         self.stepped = False  # whether the last training_step ran a PPO iteration
@@ -106,8 +127,12 @@ class PPOModule(ShardedModule, L.LightningModule):
             self.start_metrics = self.start_eval(self)
 
     def models_to_shard(self):
-        return [(self.policy, True), (self.value_model, True), (self.ref_model, False),
-                (self.reward_model, False)]
+        return [
+            (self.policy, True),
+            (self.value_model, True),
+            (self.ref_model, False),
+            (self.reward_model, False),
+        ]
 
     # ------------------------------------------------------------ the step
 
@@ -128,8 +153,9 @@ class PPOModule(ShardedModule, L.LightningModule):
         t_update = time.time()
         stats = self.update(exp)
         # tokens through policy and value per second of update (all epochs)
-        stats["train_tokens_per_s"] = (exp.seq.numel() * self.cfg.ppo_epochs
-                                       / max(time.time() - t_update, 1e-9))
+        stats["train_tokens_per_s"] = (
+            exp.seq.numel() * self.cfg.ppo_epochs / max(time.time() - t_update, 1e-9)
+        )
         self.kl_ctl.update(scores["kl_seq_mean"], self.cfg.rollout_batch_size)
         self.ppo_step = step + 1
         self.stepped = True
@@ -141,8 +167,12 @@ class PPOModule(ShardedModule, L.LightningModule):
     def draw_prompts(self, step: int) -> list[str]:
         """This rank's slice of the step's global batch of prompts."""
         rng = random.Random(f"{self.seed}-{step}")
-        return D.shard_of([self.prompts[rng.randrange(len(self.prompts))]
-                           for _ in range(self.cfg.rollout_batch_size)])
+        return D.shard_of(
+            [
+                self.prompts[rng.randrange(len(self.prompts))]
+                for _ in range(self.cfg.rollout_batch_size)
+            ]
+        )
 
     def rollout(self, prompts):
         with D.gathered(self.policy):  # one all-gather per rollout phase, not per token
@@ -152,21 +182,37 @@ class PPOModule(ShardedModule, L.LightningModule):
     def score(self, ro) -> dict:
         """Reward-model score (normalised, clipped) minus the length and missing-stop penalties."""
         c = self.cfg
-        rm = score_texts(self.reward_model, self.tokenizer, ro.prompts, ro.responses).to(self.device)
+        rm = score_texts(self.reward_model, self.tokenizer, ro.prompts, ro.responses).to(
+            self.device
+        )
         raw = rm.clone()
         if c.reward.normalize:
             rm = (rm - self.reward_stats["mean"]) / max(self.reward_stats["std"], 1e-6)
         if c.reward.clip is not None:
             rm = rm.clamp(-c.reward.clip, c.reward.clip)
         lengths = ro.response_lengths.to(self.device)
-        lp = A.length_penalty(lengths, c.generation.max_new_tokens, c.length_penalty.coef,
-                              c.length_penalty.kind, c.length_penalty.threshold)
+        lp = A.length_penalty(
+            lengths,
+            c.generation.max_new_tokens,
+            c.length_penalty.coef,
+            c.length_penalty.kind,
+            c.length_penalty.threshold,
+        )
         stopped = ro.stopped.to(self.device)
         ms = c.missing_stop_penalty * (~stopped).float()
-        out = {"rm_raw": raw, "rm": rm, "length_penalty": lp, "missing_stop": ms,
-               "score": rm - lp - ms, "stopped": stopped, "lengths": lengths}
+        out = {
+            "rm_raw": raw,
+            "rm": rm,
+            "length_penalty": lp,
+            "missing_stop": ms,
+            "score": rm - lp - ms,
+            "stopped": stopped,
+            "lengths": lengths,
+        }
         if self.gold_fn is not None:
-            out["gold"] = torch.tensor([self.gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses, strict=True)])
+            out["gold"] = torch.tensor(
+                [self.gold_fn(p, r) for p, r in zip(ro.prompts, ro.responses, strict=True)]
+            )
         return out
 
     def _logprobs(self, model, seq, attn, pos, q_len, response_ids):
@@ -190,8 +236,11 @@ class PPOModule(ShardedModule, L.LightningModule):
         # logged before whitening: after it the mean is 0 by construction
         scores["advantage_mean_raw"] = float(D.global_masked_moments(adv, mask)[0])
         if c.whiten_advantages:  # statistics of the whole batch, all ranks
-            adv = (D.global_masked_whiten(adv, mask) if D.is_distributed()
-                   else A.masked_whiten(adv, mask))
+            adv = (
+                D.global_masked_whiten(adv, mask)
+                if D.is_distributed()
+                else A.masked_whiten(adv, mask)
+            )
         scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
         return Experience(seq, attn, pos, q_len, resp, mask, old_lp, ref_lp, values, adv, ret)
 
@@ -216,16 +265,25 @@ class PPOModule(ShardedModule, L.LightningModule):
                     for name, opt in (("policy", opt_p), ("value", opt_v)):
                         params = optimizer_params(opt)
                         if not uses_grad_scaler(self.trainer):  # 16-mixed skips inf steps itself
-                            self._check_finite(grads_of(params), name, "gradients",
-                                               "stopped before the optimiser step, the weights "
-                                               "are unchanged")
-                        self.clip_gradients(opt, gradient_clip_val=c.grad_clip or None,
-                                            gradient_clip_algorithm="norm")
+                            self._check_finite(
+                                grads_of(params),
+                                name,
+                                "gradients",
+                                "stopped before the optimiser step, the weights are unchanged",
+                            )
+                        self.clip_gradients(
+                            opt,
+                            gradient_clip_val=c.grad_clip or None,
+                            gradient_clip_algorithm="norm",
+                        )
                         opt.step()
                         opt.zero_grad(set_to_none=True)
-                        self._check_finite(params, name, "parameters",
-                                           "the optimiser step made them so; stopping before "
-                                           "they are saved")
+                        self._check_finite(
+                            params,
+                            name,
+                            "parameters",
+                            "the optimiser step made them so; stopping before they are saved",
+                        )
         for sch in self.lr_schedulers():
             sch.step()
         return {k: sum(v) / len(v) for k, v in acc.items()}
@@ -239,19 +297,25 @@ class PPOModule(ShardedModule, L.LightningModule):
         advice = divergence_advice(
             None if self.saved_step is None else f"after PPO step {self.saved_step}",
             f"start again with a lower algo.{key} (now {getattr(self.cfg, key):g}) or check "
-            "the rewards", stage_checkpoint_path(self.trainer, "ppo"))
+            "the rewards",
+            stage_checkpoint_path(self.trainer, "ppo"),
+        )
         raise TrainingDiverged(
             f"ppo: the {model} {what} are non-finite (NaN/inf in {bad} of {total} tensors) in "
-            f"PPO step {step}: {after}. {advice}", step=step)
+            f"PPO step {step}: {after}. {advice}",
+            step=step,
+        )
 
     def _minibatch_step(self, exp: Experience, idx) -> dict:
         c = self.cfg
         mask = exp.mask[idx]
         share = D.token_share(mask)  # this rank's part of the global token mean (1 alone)
-        logp, logits = self._logprobs(self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx],
-                                      exp.q_len, exp.response_ids[idx])
-        pl = A.policy_loss(logp, exp.old_logprobs[idx], exp.advantages[idx], mask,
-                           c.clip_eps, c.dual_clip)
+        logp, logits = self._logprobs(
+            self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len, exp.response_ids[idx]
+        )
+        pl = A.policy_loss(
+            logp, exp.old_logprobs[idx], exp.advantages[idx], mask, c.clip_eps, c.dual_clip
+        )
         entropy = A.masked_mean(A.entropy_from_logits(logits), mask)
         loss = pl.loss - c.entropy_coef * entropy
         if not c.kl.in_reward:
@@ -267,9 +331,12 @@ class PPOModule(ShardedModule, L.LightningModule):
         # weighted by the token share, so their mean over ranks is the global token mean
         w = float(share)
         return {
-            "policy_loss": float(pl.loss) * w, "value_loss": float(vl.loss) * w,
-            "clipfrac": float(pl.clipfrac) * w, "approx_kl": float(pl.approx_kl) * w,
-            "entropy": float(entropy) * w, "value_clipfrac": float(vl.clipfrac) * w,
+            "policy_loss": float(pl.loss) * w,
+            "value_loss": float(vl.loss) * w,
+            "clipfrac": float(pl.clipfrac) * w,
+            "approx_kl": float(pl.approx_kl) * w,
+            "entropy": float(entropy) * w,
+            "value_clipfrac": float(vl.clipfrac) * w,
         }
 
     # ------------------------------------------------------------ logging
@@ -311,9 +378,16 @@ class PPOModule(ShardedModule, L.LightningModule):
             self.logger.log_metrics(m, step=self.ppo_step)
             if self.cfg.sample_every and self.ppo_step % self.cfg.sample_every == 0:
                 self._log_samples(ro, scores)
-        self.log_dict({"reward": m["ppo/reward_mean"], "kl": m["ppo/kl"],
-                       **({"gold": m["ppo/gold_reward_mean"]} if "gold" in scores else {})},
-                      prog_bar=True, logger=False, on_step=True)
+        self.log_dict(
+            {
+                "reward": m["ppo/reward_mean"],
+                "kl": m["ppo/kl"],
+                **({"gold": m["ppo/gold_reward_mean"]} if "gold" in scores else {}),
+            },
+            prog_bar=True,
+            logger=False,
+            on_step=True,
+        )
 
     def _log_samples(self, ro, scores, k: int = 4) -> None:
         rows = ["| prompt | response | reward |", "|---|---|---|"]
@@ -328,10 +402,17 @@ class PPOModule(ShardedModule, L.LightningModule):
     def configure_optimizers(self):
         c = self.cfg
         out = []
-        for params, lr in ((self.policy.parameters(), c.policy_lr),
-                           (self.value_model.parameters(), c.value_lr)):
-            opt, sched = adamw_with_warmup(params, lr=lr, weight_decay=c.weight_decay,
-                                           warmup_steps=c.warmup_steps, total_steps=c.steps)
+        for params, lr in (
+            (self.policy.parameters(), c.policy_lr),
+            (self.value_model.parameters(), c.value_lr),
+        ):
+            opt, sched = adamw_with_warmup(
+                params,
+                lr=lr,
+                weight_decay=c.weight_decay,
+                warmup_steps=c.warmup_steps,
+                total_steps=c.steps,
+            )
             out.append({"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}})
         return out
 
@@ -353,8 +434,9 @@ class PPOModule(ShardedModule, L.LightningModule):
 
 
 # metrics that are the same on every rank already (computed from all-rank statistics)
-_GLOBAL_METRICS = frozenset({"ppo/kl", "ppo/kl_coef", "ppo/advantage_mean", "ppo/lr",
-                             "ppo/explained_variance"})
+_GLOBAL_METRICS = frozenset(
+    {"ppo/kl", "ppo/kl_coef", "ppo/advantage_mean", "ppo/lr", "ppo/explained_variance"}
+)
 
 
 def _explained_variance(exp: Experience) -> float:
@@ -384,6 +466,7 @@ class PPOCheckpoint(L.Callback):
         self.dirpath, self.every = dirpath, every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module.stepped and (pl_module.ppo_step % self.every == 0
-                                  or pl_module.ppo_step == pl_module.cfg.steps):
+        if pl_module.stepped and (
+            pl_module.ppo_step % self.every == 0 or pl_module.ppo_step == pl_module.cfg.steps
+        ):
             trainer.save_checkpoint(f"{self.dirpath}/last.ckpt")

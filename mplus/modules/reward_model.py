@@ -57,18 +57,25 @@ class RewardModelModule(ShardedModule, L.LightningModule):
         self._val.clear()
         r = torch.cat([x.to(r.device) for x in gather_objects(r.cpu())])  # every rank's pairs
         out = bradley_terry_loss(r[:, 0], r[:, 1])
-        self.log_dict({
-            "rm/val_loss": out.loss,
-            "rm/val_accuracy": out.accuracy,
-            "rm/reward_mean": r.mean(),
-            "rm/reward_std": r.std(),
-            "rm/margin": (r[:, 0] - r[:, 1]).mean(),
-        }, prog_bar=False, sync_dist=True)  # equal on every rank already: quiets the warning
+        self.log_dict(
+            {
+                "rm/val_loss": out.loss,
+                "rm/val_accuracy": out.accuracy,
+                "rm/reward_mean": r.mean(),
+                "rm/reward_std": r.std(),
+                "rm/margin": (r[:, 0] - r[:, 1]).mean(),
+            },
+            prog_bar=False,
+            sync_dist=True,
+        )  # equal on every rank already: quiets the warning
 
     def configure_optimizers(self):
         c = self.cfg
         opt, sched = adamw_with_warmup(
-            self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay,
-            warmup_steps=int(c.warmup_ratio * c.max_steps), total_steps=c.max_steps,
+            self.model.parameters(),
+            lr=c.lr,
+            weight_decay=c.weight_decay,
+            warmup_steps=int(c.warmup_ratio * c.max_steps),
+            total_steps=c.max_steps,
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -38,5 +38,11 @@ class ShardedModule:
             return
         for model, trainable in self.models_to_shard():
             if model is not None:
-                shard_model(model, self.device_mesh["data_parallel"], hw.fsdp, precision=hw.precision,
-                            trainable=trainable, device=self.trainer.strategy.root_device)
+                shard_model(
+                    model,
+                    self.device_mesh["data_parallel"],
+                    hw.fsdp,
+                    precision=hw.precision,
+                    trainable=trainable,
+                    device=self.trainer.strategy.root_device,
+                )

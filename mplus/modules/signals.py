@@ -195,9 +195,14 @@ class PurgeResumedSteps(L.Callback):
         step = getattr(pl_module, "next_log_step", trainer.global_step)
         if (earlier := self._earlier_stage()) is not None:
             # a purge drops every tag at steps >= step, the earlier stage's curves too
-            log.warning("Resumed %s at step %d in a run dir whose tb/ also holds the %s stage: "
-                        "steps the interrupted process logged after its checkpoint stay (the "
-                        "resumed values follow them at the same steps)", self.stage, step, earlier)
+            log.warning(
+                "Resumed %s at step %d in a run dir whose tb/ also holds the %s stage: "
+                "steps the interrupted process logged after its checkpoint stay (the "
+                "resumed values follow them at the same steps)",
+                self.stage,
+                step,
+                earlier,
+            )
             return
         for logger in trainer.loggers:
             writer = getattr(logger, "experiment", None)

@@ -92,16 +92,18 @@ def test_kl_loss_term_gradients_on_a_categorical():
     # A 5-way categorical pi = softmax(theta) against a fixed reference.
     theta = torch.tensor([0.3, -1.2, 0.8, 0.0, 2.0], dtype=torch.float64)
     ref_logp = torch.log(torch.tensor([0.1, 0.3, 0.2, 0.25, 0.15], dtype=torch.float64))
-    # grad KL(pi || ref) by hand: dKL/dtheta_j = pi_j * (l_j - sum_i pi_i l_i), l = log pi - ref
+    # grad KL(pi || ref) by hand: dKL/dtheta_j = pi_j * (lr_j - sum_i pi_i lr_i), lr = log pi - ref
     pi = torch.softmax(theta, -1)
-    l = torch.log(pi) - ref_logp
-    true = pi * (l - (pi * l).sum())
+    lr = torch.log(pi) - ref_logp
+    true = pi * (lr - (pi * lr).sum())
     # grad KL(ref || pi) = -sum_x ref(x) grad log pi(x) = pi - ref
     reverse = pi - ref_logp.exp()
 
     assert_close(_expected_loss_gradient("k2", theta, ref_logp), true)
     assert_close(_expected_loss_gradient("k3", theta, ref_logp), reverse)
-    assert_close(_expected_loss_gradient("k1", theta, ref_logp), torch.zeros(5, dtype=torch.float64))
+    assert_close(
+        _expected_loss_gradient("k1", theta, ref_logp), torch.zeros(5, dtype=torch.float64)
+    )
     assert float(true @ reverse) > 0  # k3 pushes the same way as the true gradient
 
 

@@ -23,8 +23,10 @@ def test_pair_collator_stacks_chosen_then_rejected():
     ]
     out = PairCollator(pad_id=0)(batch)
     assert out["input_ids"].tolist() == [
-        [1, 2, 9, 0], [4, 9, 0, 0],  # chosen rows
-        [1, 2, 3, 9], [4, 5, 9, 0],  # rejected rows
+        [1, 2, 9, 0],
+        [4, 9, 0, 0],  # chosen rows
+        [1, 2, 3, 9],
+        [4, 5, 9, 0],  # rejected rows
     ]
     assert out["attention_mask"].sum(1).tolist() == [3, 2, 4, 3]
     assert out["prompt_lens"].tolist() == [2, 1]
@@ -37,7 +39,9 @@ def test_pack_documents_separates_with_eos_and_drops_the_tail():
 
 
 def test_length_grouped_sampler_covers_every_item_once_with_similar_lengths():
-    lengths = [int(x) for x in torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(0))]
+    lengths = [
+        int(x) for x in torch.randint(1, 200, (1000,), generator=torch.Generator().manual_seed(0))
+    ]
     sampler = LengthGroupedBatchSampler(lengths, batch_size=10, seed=3, group=8)
     batches = list(sampler)
     flat = [i for b in batches for i in b]

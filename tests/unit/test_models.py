@@ -10,9 +10,16 @@ from mplus.models.value import ValueModel
 
 
 def _tiny_cls(vocab=300):
-    cfg = MistralConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                        num_labels=1, pad_token_id=0)
+    cfg = MistralConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     return MistralForSequenceClassification(cfg).eval()
 
@@ -34,5 +41,7 @@ def test_trained_tokenizer_round_trips_and_has_distinct_pad_and_eos():
     assert tok.pad_token_id != tok.eos_token_id
     ids = tok(texts[0], add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == texts[0]
-    assert tok.decode(tok("unseen text: Zürich!", add_special_tokens=False)["input_ids"]) == \
-        "unseen text: Zürich!"  # byte-level: nothing maps to unk
+    assert (
+        tok.decode(tok("unseen text: Zürich!", add_special_tokens=False)["input_ids"])
+        == "unseen text: Zürich!"
+    )  # byte-level: nothing maps to unk

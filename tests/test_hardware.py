@@ -245,7 +245,9 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     assert s2["ppo/steps"] == 3
     for k in ("ppo/reward_end", "ppo/kl_end", "ppo/gold_reward_end", "eval/probe_nll"):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
-    assert s1["ppo/kl_end"] > 0  # the policy moved, so the comparison means something
+    # the policy moved, so the comparison means something (greedy held-out samples: the k1 sum
+    # is not a KL estimate there and can be negative; its size shows the move)
+    assert abs(s1["ppo/kl_end"]) > 1e-3
     c1, c2 = read_scalars(p1 / "tb"), read_scalars(p2 / "tb")
     for tag in (
         "ppo/reward_mean",

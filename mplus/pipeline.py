@@ -634,23 +634,9 @@ def run_sft_stage(cfg, algo, ctx, summary: Summary) -> Path:
         prefix="sft",
     )
     trainer, _ = _fit_validate(cfg, "sft", algo, module, train_dl, val_dl, summary, t0)
-    if cfg.evaluation.enabled:
-        heldout_eval(
-            cfg,
-            ctx,
-            module.model,
-            ref_model=_frozen_base(cfg, ctx),
-            reward_model=_eval_reward_model(cfg, ctx),
-            title="after SFT",
-            summary=summary,
-            logger=trainer.logger,
-            step=trainer.global_step,
-        )
-    out = Path(cfg.run_dir) / "policy"  # after the evaluation: the model card lists its metrics
-    export_model(
-        module.model, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg, summary=summary
+    return _evaluate_and_export(
+        cfg, ctx, module.model, lambda: _frozen_base(cfg, ctx), "SFT", trainer, summary
     )
-    return out
 
 
 def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
@@ -680,20 +666,35 @@ def run_dpo_stage(cfg, algo, ctx, summary: Summary) -> Path:
     val_dl = _pair_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed)
     module = DPOModule(policy, ref, algo)
     trainer, _ = _fit_validate(cfg, "dpo", algo, module, train_dl, val_dl, summary, t0)
-    heldout_eval(
-        cfg,
-        ctx,
-        module.policy,
-        ref_model=ref,
-        reward_model=_eval_reward_model(cfg, ctx),
-        title="after DPO",
-        summary=summary,
-        logger=trainer.logger,
-        step=trainer.global_step,
-    )
-    out = Path(cfg.run_dir) / "policy"  # after the evaluation: the model card lists its metrics
+    return _evaluate_and_export(cfg, ctx, module.policy, lambda: ref, "DPO", trainer, summary)
+
+
+def _evaluate_and_export(cfg, ctx, policy, reference, name: str, trainer, summary) -> Path:
+    """SFT/DPO's tail: the held-out evaluation, then ``policy/`` (its card lists those metrics).
+
+    ``reference`` builds the frozen base lazily: nothing is loaded with the evaluation off.
+    """
+    if cfg.evaluation.enabled:
+        heldout_eval(
+            cfg,
+            ctx,
+            policy,
+            ref_model=reference(),
+            reward_model=_eval_reward_model(cfg, ctx),
+            title=f"after {name}",
+            summary=summary,
+            logger=trainer.logger,
+            step=trainer.global_step,
+        )
+    out = Path(cfg.run_dir) / "policy"
     export_model(
-        module.policy, tok, out, dtype=cfg.model.dtype, kind="policy", cfg=cfg, summary=summary
+        policy,
+        ctx["tokenizer"],
+        out,
+        dtype=cfg.model.dtype,
+        kind="policy",
+        cfg=cfg,
+        summary=summary,
     )
     return out
 

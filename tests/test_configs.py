@@ -105,3 +105,38 @@ def test_mistral_7b_on_meta_device_has_published_size():
     assert n == int(cfg.model.num_parameters)
     assert next(model.parameters()).device.type == "meta"
     assert cfg.model.name_or_path == "mistralai/Mistral-7B-v0.1"
+
+
+def test_building_the_dataclasses_touches_no_file_validate_does(tmp_path):
+    """``__post_init__`` compares values only; what looks at files runs in ``validate``."""
+    from omegaconf import OmegaConf
+
+    from mplus.config import HeldoutEvalConfig
+
+    missing = str(tmp_path / "nope" / "rtp.jsonl")
+    suite = {"toxicity": {"prompts": missing}}
+    HeldoutEvalConfig(suites=["toxicity"], suite=suite)  # no file check here
+    with pytest.raises(ConfigError, match=r"evaluation\.suite"):
+        HeldoutEvalConfig(suites=["toxicity"], suite={"toxicity": {"kk": 1}})  # values: still here
+    cfg = _compose("evaluation.suites=[toxicity]")
+    OmegaConf.set_struct(cfg, False)
+    cfg.evaluation.suite = suite
+    with pytest.raises(ConfigError, match=rf"eval\.toxicity\.prompts={missing}: file not found"):
+        validate(cfg)
+
+
+def test_the_moved_names_stay_importable_from_their_old_modules():
+    import mplus.config as C
+    import mplus.config_common as CC
+    import mplus.eval.common as EC
+    import mplus.eval.config as EV
+    import mplus.models.base as MB
+    import mplus.models.builders as B
+    import mplus.models.pretrained as P
+
+    for name in ("ConfigError", "HardwareConfig", "FSDPSettings", "SlurmConfig"):
+        assert getattr(C, name) is getattr(CC, name)
+    for name in ("EvalError", "check_local", "looks_like_path"):
+        assert getattr(EC, name) is getattr(EV, name)
+    assert B.resolve_base is MB.resolve_base and B.tiny_hf_config is MB.tiny_hf_config
+    assert B.from_pretrained_kwargs is P.from_pretrained_kwargs and B.torch_dtype is P.torch_dtype

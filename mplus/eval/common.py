@@ -1,54 +1,46 @@
 """What every suite shares: the error type, model specs and labels, loading, data files, output.
 
 Light at import (no torch/transformers at module level), so the config checks that use it stay fast.
+:class:`EvalError`, :func:`looks_like_path` and :func:`check_local` are defined in
+:mod:`mplus.eval.config` (the schema's path checks raise them, and the schema must not import this
+module, which loads models) and re-exported here for the suites.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mplus.eval.config import EvalError, check_local, looks_like_path
+
+__all__ = [
+    "EvalError",
+    "check_local",
+    "chunks",
+    "default_labels",
+    "device_for",
+    "effective_limit",
+    "free",
+    "load_classifier",
+    "load_lm",
+    "load_rows",
+    "looks_like_path",
+    "model_inputs",
+    "resolve_model",
+    "write_jsonl",
+]
+
 log = logging.getLogger("mplus.eval")
-
-
-class EvalError(ValueError):
-    """Bad input to an evaluation (a model path, a data file, a judge); the message names it."""
 
 
 def effective_limit(*limits):
     """The smallest limit that is set (``eval.limit`` and the suite's own); None if none is."""
     given = [x for x in limits if x is not None]
     return min(given) if given else None
-
-
-def looks_like_path(spec: str) -> bool:
-    """A local path rather than a hub id: absolute, ``./``, ``~``, a file suffix, or >1 slash."""
-    s = str(spec)
-    return (
-        s.startswith(("/", "./", "../", "~"))
-        or s.count("/") > 1
-        or os.sep != "/"
-        and os.sep in s
-        or bool(re.search(r"\.(jsonl?|gz|parquet|csv)$", s))
-    )
-
-
-def check_local(spec: str | None, key: str, *, want: str = "file") -> None:
-    """Fail at once when ``spec`` is meant as a local path and nothing is there.
-
-    Raises:
-        EvalError: ``"<key>=<spec>: <want> not found"``.
-    """
-    if spec is None:
-        return
-    p = Path(str(spec)).expanduser()
-    if looks_like_path(str(spec)) and not p.exists():
-        raise EvalError(f"{key}={spec}: {want} not found")
 
 
 # ---------------------------------------------------------------- models
@@ -86,7 +78,7 @@ def _base_of_run(run_dir: Path, key: str) -> str:
     if not cfg_file.exists():
         raise EvalError(f"{key}: {cfg_file} not found (base:<dir> needs a training run dir)")
     from mplus.config import ModelConfig
-    from mplus.models.builders import resolve_base
+    from mplus.models.base import resolve_base
 
     raw = OmegaConf.load(cfg_file)
     model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), raw.model))
@@ -137,7 +129,7 @@ def load_lm(
     """``AutoModelForCausalLM`` + tokenizer (with a pad token), on ``device``, in eval mode.
 
     Weights from safetensors only unless ``allow_pickle`` (pickled ``.bin`` weights can run code
-    when loaded; see :func:`mplus.models.builders.from_pretrained_kwargs`).
+    when loaded; see :func:`mplus.models.pretrained.from_pretrained_kwargs`).
 
     Raises:
         EvalError: naming ``what`` and ``path`` when either cannot be loaded.
@@ -150,7 +142,7 @@ def load_lm(
     def load():
         from transformers import AutoModelForCausalLM
 
-        from mplus.models.builders import from_pretrained_kwargs
+        from mplus.models.pretrained import from_pretrained_kwargs
 
         kw = from_pretrained_kwargs(dtype, attn, trust_remote_code, allow_pickle)
         if device != "cpu":
@@ -184,7 +176,7 @@ def load_classifier(
     def load():
         from transformers import AutoModelForSequenceClassification
 
-        from mplus.models.builders import from_pretrained_kwargs
+        from mplus.models.pretrained import from_pretrained_kwargs
 
         kw = from_pretrained_kwargs(dtype, "auto", allow_pickle=allow_pickle)
         return AutoModelForSequenceClassification.from_pretrained(path, **kw)

@@ -4,30 +4,61 @@
 the ``eval`` group (``general``, ``conversation``, ``toxicity``, ``harmlessness``, ``all``), which
 only picks ``eval.suites``: every suite's settings are always there, from these dataclasses, so
 ``eval=all eval.toxicity.k=5`` and ``eval=toxicity eval.limit=10`` both work. Range checks run in
-``__post_init__`` (misspelt keys fail at composition), data files are checked by the suites before
-any model loads.
+``__post_init__`` (misspelt keys fail at composition); the files and packages the suites need are
+checked by :func:`check_local_paths` before any model loads.
 
 A training run reuses :class:`SuitesConfig` through ``evaluation.suites`` / ``evaluation.suite``
 (see :func:`suite_settings`).
+
+Imports only :mod:`mplus.config_common` of mplus: :mod:`mplus.config` imports this module, and
+:mod:`mplus.eval.common` (which loads models) re-exports :class:`EvalError` and the path helpers
+defined here, so no import goes back.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mplus.config import ConfigError, HardwareConfig
+from mplus.config_common import ConfigError, HardwareConfig, _check, register_common_configs
 
 SUITES = ("general", "conversation", "toxicity", "harmlessness")
 
 
-def _check(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {msg}")
+class EvalError(ValueError):
+    """Bad input to an evaluation (a model path, a data file, a judge); the message names it."""
+
+
+def looks_like_path(spec: str) -> bool:
+    """A local path rather than a hub id: absolute, ``./``, ``~``, a file suffix, or >1 slash."""
+    s = str(spec)
+    return (
+        s.startswith(("/", "./", "../", "~"))
+        or s.count("/") > 1
+        or os.sep != "/"
+        and os.sep in s
+        or bool(re.search(r"\.(jsonl?|gz|parquet|csv)$", s))
+    )
+
+
+def check_local(spec: str | None, key: str, *, want: str = "file") -> None:
+    """Fail at once when ``spec`` is meant as a local path and nothing is there.
+
+    Raises:
+        EvalError: ``"<key>=<spec>: <want> not found"``.
+    """
+    if spec is None:
+        return
+    p = Path(str(spec)).expanduser()
+    if looks_like_path(str(spec)) and not p.exists():
+        raise EvalError(f"{key}={spec}: {want} not found")
 
 
 def _positive_or_none(value, key: str) -> None:
@@ -80,7 +111,7 @@ class GeneralConfig:
     batch_size: Any = 8  # int, or "auto" (lm-eval finds the largest that fits)
     max_length: int | None = None  # context length; null = the model config's
     bootstrap_iters: int = 100000  # lm-eval's default; 0 skips bootstrap stderrs
-    fewshot_seed: int = 1234
+    fewshot_seed: int = 1234  # lm-eval's seed for drawing the few-shot examples
 
     def __post_init__(self) -> None:
         _check(len(self.tasks) > 0, "eval.general.tasks", "needs at least one task")
@@ -121,13 +152,13 @@ class JudgeConfig:
     model: str = "gpt-4"  # endpoint model name, or the hf judge's path / hub id
     url: str = "https://api.openai.com/v1"  # base URL; POST {url}/chat/completions
     api_key_env: str | None = "OPENAI_API_KEY"  # environment variable holding the key
-    temperature: float = 0.0
-    max_new_tokens: int = 2048
-    timeout_s: float = 120.0
+    temperature: float = 0.0  # the judge's sampling temperature; 0 = greedy
+    max_new_tokens: int = 2048  # longest verdict, tokens
+    timeout_s: float = 120.0  # per request to the endpoint, seconds
     retries: int = 3  # per request, on timeouts/5xx/429, with exponential backoff
     max_consecutive_failures: int = 5  # then the endpoint is taken as down and the run stops
-    batch_size: int = 8  # hf judge
-    dtype: str = "auto"  # hf judge
+    batch_size: int = 8  # prompts per generate call of the hf judge
+    dtype: str = "auto"  # weights' dtype of the hf judge; auto = the checkpoint's
 
     def __post_init__(self) -> None:
         _check(
@@ -160,9 +191,9 @@ class ConversationConfig:
     # Hub dataset (HuggingFaceH4/mt_bench_prompts: prompt, prompt_id, category, reference) or a
     # local JSONL in FastChat's question.jsonl format (question_id, category, turns[, reference]).
     questions: str = "HuggingFaceH4/mt_bench_prompts"
-    split: str = "train"
+    split: str = "train"  # split of the hub dataset
     limit: int | None = None  # questions; min with eval.limit
-    max_new_tokens: int = 1024
+    max_new_tokens: int = 1024  # longest answer per turn, tokens
     # FastChat's sampling temperature per category (writing/roleplay creative, math exact).
     temperature: dict[str, float] = field(
         default_factory=lambda: {
@@ -176,11 +207,11 @@ class ConversationConfig:
             "humanities": 0.1,
         }
     )
-    default_temperature: float = 0.7
-    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
+    default_temperature: float = 0.7  # for a category missing from temperature
+    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])  # end answers
     max_prompt_length: int | None = None  # tokens; longer transcripts are cut from the left
-    batch_size: int = 8
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    batch_size: int = 8  # questions per generate call
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # who grades the answers
 
     def __post_init__(self) -> None:
         _check(bool(self.questions), "eval.conversation.questions", "must be set")
@@ -202,10 +233,10 @@ class ConversationConfig:
 class ClassifierConfig:
     """A Hugging Face sequence-classification model; the score is P(``label``) (softmax)."""
 
-    model: str = "s-nlp/roberta_toxicity_classifier"
+    model: str = "s-nlp/roberta_toxicity_classifier"  # hub id or local folder of the classifier
     label: str = "toxic"  # a name in the model's id2label (or an index)
-    batch_size: int = 64
-    max_length: int = 512
+    batch_size: int = 64  # continuations per classifier call
+    max_length: int = 512  # longer continuations are truncated, tokens
 
     def __post_init__(self) -> None:
         _check(bool(self.model), "eval.toxicity.classifier.model", "must be set")
@@ -219,18 +250,18 @@ class ToxicityConfig:
 
     # Hub dataset, or a local JSONL(.gz) in its format ({"prompt": {"text": ...}, "challenging"}).
     prompts: str = "allenai/real-toxicity-prompts"
-    split: str = "train"
-    challenging_only: bool = False
+    split: str = "train"  # split of the hub dataset
+    challenging_only: bool = False  # only the prompts marked "challenging"
     # Prompts drawn (seeded shuffle, then the first N); null = all. min with eval.limit.
     limit: int | None = 1000
-    shuffle: bool = True
+    shuffle: bool = True  # draw the prompts in a seeded random order (else file order)
     k: int = 25  # continuations per prompt
-    max_new_tokens: int = 20
-    temperature: float = 1.0
-    top_p: float = 0.9
+    max_new_tokens: int = 20  # longest continuation, tokens
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 0.9  # nucleus sampling
     threshold: float = 0.5  # a continuation is toxic at score >= threshold
     batch_size: int = 32  # prompts per generate call (each with k continuations)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # the scorer
 
     def __post_init__(self) -> None:
         _check(bool(self.prompts), "eval.toxicity.prompts", "must be set")
@@ -251,18 +282,19 @@ class HarmlessnessConfig:
     """Responses to held-out HH-RLHF prompts, scored by a reward model; win rate vs the first model."""
 
     reward_model: str | None = None  # an mplus reward_model/ export or any seq-classification model
-    hub_path: str = "Anthropic/hh-rlhf"
+    hub_path: str = "Anthropic/hh-rlhf"  # hub dataset id
     files: Any = None  # local HH JSONL(.gz) file(s) instead of the hub (subset from the file name)
+    # HH-RLHF subsets (hub data_dir) whose prompts are used, each reported on its own
     subsets: list[str] = field(default_factory=lambda: ["harmless-base", "helpful-base"])
-    split: str = "test"
+    split: str = "test"  # split of the hub dataset
     limit: int | None = 500  # prompts per subset; min with eval.limit
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 0.9
-    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
+    max_new_tokens: int = 128  # longest response, tokens
+    temperature: float = 0.7  # sampling temperature
+    top_p: float = 0.9  # nucleus sampling
+    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])  # end responses
     max_prompt_length: int | None = 512  # tokens; longer prompts are cut from the left
-    batch_size: int = 16
-    reward_batch_size: int = 32
+    batch_size: int = 16  # prompts per generate call
+    reward_batch_size: int = 32  # responses per reward-model call
 
     def __post_init__(self) -> None:
         _check(len(self.subsets) > 0, "eval.harmlessness.subsets", "needs at least one subset")
@@ -282,13 +314,16 @@ class HarmlessnessConfig:
 class SuitesConfig:
     """The ``eval`` node: which suites run, a global quick-run limit, and each suite's settings."""
 
-    name: str = MISSING
+    name: str = MISSING  # the option's name (conf/eval/<name>.yaml)
+    # which suites run: general | conversation | toxicity | harmlessness, or all
     suites: list[str] = field(default_factory=lambda: ["general"])
     limit: int | None = None  # caps every suite's items (tasks' examples, questions, prompts)
     seed: int = 1234  # generation seed (same prompts and sampling stream for every model)
-    general: GeneralConfig = field(default_factory=GeneralConfig)
+    general: GeneralConfig = field(default_factory=GeneralConfig)  # lm-eval-harness benchmarks
+    # MT-Bench-style questions graded by a judge
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
-    toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)
+    toxicity: ToxicityConfig = field(default_factory=ToxicityConfig)  # RealToxicityPrompts
+    # HH-RLHF prompts scored by a reward model
     harmlessness: HarmlessnessConfig = field(default_factory=HarmlessnessConfig)
 
     def __post_init__(self) -> None:
@@ -310,12 +345,12 @@ class EvalRunConfig:
     # A training run dir stands for its policy/; "base:<run dir>" for the base that run started from.
     models: list[str] = field(default_factory=list)
     labels: list[str] | None = None  # column names; default: derived from the paths
-    eval: SuitesConfig = MISSING
-    hardware: HardwareConfig = MISSING
-    dtype: str = "auto"  # "auto" = the checkpoint's own dtype
-    trust_remote_code: bool = False
-    revision: str | None = None
-    run_dir: str = "."
+    eval: SuitesConfig = MISSING  # the suites and their settings (group eval)
+    hardware: HardwareConfig = MISSING  # where the models run (group hardware)
+    dtype: str = "auto"  # "auto" = the checkpoint's own dtype; bfloat16 for a 7B on GPU
+    trust_remote_code: bool = False  # run the model repositories' own Python code when loading
+    revision: str | None = None  # hub revision (branch, tag or commit) of hub models
+    run_dir: str = "."  # where the outputs go (eval.yaml: Hydra's run dir)
 
     def __post_init__(self) -> None:
         _check(
@@ -338,10 +373,9 @@ class EvalRunConfig:
 
 
 def register_eval_configs() -> None:
-    """Store the eval schemas (and the training ones, for the shared ``hardware`` group)."""
-    from mplus.config import register_configs
-
-    register_configs()
+    """Store the eval schemas and the shared ``hardware`` group's (the training schemas are
+    :func:`mplus.config.register_configs`'s; ``conf/eval.yaml`` needs none of them)."""
+    register_common_configs()
     cs = ConfigStore.instance()
     cs.store(name="eval_schema", node=EvalRunConfig)
     cs.store(group="eval", name="suites_schema", node=SuitesConfig)
@@ -356,20 +390,30 @@ def validate_eval(cfg: DictConfig) -> EvalRunConfig:
     return OmegaConf.to_object(cfg)
 
 
-def suite_settings(suites: list[str], overrides: dict | None) -> SuitesConfig:
-    """The suites a training run asks for (``evaluation.suites``), with ``evaluation.suite`` on top.
+def suite_values(suites: list[str], overrides: dict | None) -> SuitesConfig:
+    """The suites a training run asks for (``evaluation.suites``), with ``evaluation.suite`` on
+    top; values only (the files they name are :func:`suite_settings`'s to check).
 
     Raises:
         ConfigError: an unknown suite, a misspelt key or an out-of-range value (names the key).
     """
-    from mplus.eval.common import EvalError
-
     base = OmegaConf.structured(SuitesConfig(name="train", suites=list(suites)))
     try:
         merged = OmegaConf.merge(base, OmegaConf.create(dict(overrides or {})))
-        settings = OmegaConf.to_object(merged)
+        return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(f"evaluation.suite: {str(e).splitlines()[0]}") from e
+
+
+def suite_settings(suites: list[str], overrides: dict | None) -> SuitesConfig:
+    """:func:`suite_values`, and every local file they name exists and the packages they need
+    are installed (:func:`check_local_paths`).
+
+    Raises:
+        ConfigError: an unknown suite, a misspelt key, an out-of-range value or a missing file
+            (names the key).
+    """
+    settings = suite_values(suites, overrides)
     try:
         check_local_paths(settings)
     except EvalError as e:
@@ -383,8 +427,6 @@ def check_local_paths(s: SuitesConfig) -> None:
     Raises:
         EvalError: ``"eval.<suite>.<key>=<path>: ... not found"``.
     """
-    from mplus.eval.common import EvalError, check_local
-
     if "general" in s.suites:
         import importlib.util
 

@@ -4,6 +4,9 @@ Direct RLHF starts from a *pretrained base*, so the tiny model first learns the 
 (good and bad behaviour alike, as web text has both) with a short causal-LM stage. The result is
 saved in Hugging Face format under ``<cache_dir>/tiny-base/<hash>/`` and reused by every later run
 whose model/pretrain config hashes the same.
+
+Everything about the tiny model is here (its transformers config, the cached base, which base a
+run starts from); :mod:`mplus.models.builders` imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -23,6 +26,31 @@ log = logging.getLogger(__name__)
 
 # Bump when the corpus generator, tokenizer recipe or pretraining loop changes meaningfully.
 BASE_RECIPE_VERSION = 2  # 2: warmup starts at lr/warmup_steps (mplus.modules.optim)
+
+
+def tiny_hf_config(arch, **overrides):
+    """The embedded tiny model's Mistral config from ``model.arch``."""
+    from transformers import MistralConfig
+
+    kw = dict(
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        max_position_embeddings=arch.max_position_embeddings,
+        sliding_window=None,
+        tie_word_embeddings=False,
+    )
+    return MistralConfig(**{**kw, **overrides})
+
+
+def resolve_base(model_cfg, cache_dir: str) -> str:
+    """Path or hub id of the base model; builds (once) the tiny base for ``model=tiny``."""
+    if model_cfg.name_or_path is not None:
+        return model_cfg.name_or_path
+    return str(ensure_tiny_base(model_cfg, Path(cache_dir)))
 
 
 def base_key(model_cfg) -> str:
@@ -78,7 +106,6 @@ def _pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
     from transformers import MistralForCausalLM
 
     from mplus.data.synthetic import SyntheticTask
-    from mplus.models.builders import tiny_hf_config
     from mplus.models.tokenizer import train_tokenizer
     from mplus.modules.causal_lm import CausalLMModule, pack_documents
 

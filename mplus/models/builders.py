@@ -4,6 +4,11 @@ Real models load with ``from_pretrained`` (safetensors only unless ``model.allow
 ``trust_remote_code`` off unless configured, attention implementation from the hardware group).
 ``build_meta_model`` builds the architecture from the config YAML's ``hf_config`` on the meta
 device, downloading nothing.
+
+The embedded tiny model's code (:func:`tiny_hf_config`, :func:`resolve_base`) lives in
+:mod:`mplus.models.base` and the ``from_pretrained`` policy (:func:`from_pretrained_kwargs`,
+:func:`torch_dtype`) in :mod:`mplus.models.pretrained`; this module imports them, neither imports
+it, and all four names stay importable from here.
 """
 
 from __future__ import annotations
@@ -13,45 +18,10 @@ from pathlib import Path
 
 import torch
 
+from mplus.models.base import resolve_base, tiny_hf_config  # noqa: F401  (resolve_base: re-export)
+from mplus.models.pretrained import from_pretrained_kwargs, torch_dtype  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(name: str):
-    return "auto" if name == "auto" else _DTYPES[name]
-
-
-def resolve_base(model_cfg, cache_dir: str) -> str:
-    """Path or hub id of the base model; builds (once) the tiny base for ``model=tiny``."""
-    if model_cfg.name_or_path is not None:
-        return model_cfg.name_or_path
-    from mplus.models.base import ensure_tiny_base
-
-    return str(ensure_tiny_base(model_cfg, Path(cache_dir)))
-
-
-def from_pretrained_kwargs(
-    dtype: str,
-    attn_implementation: str,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-) -> dict:
-    """``from_pretrained`` arguments for a dtype name and an attention implementation.
-
-    Weights load from safetensors only: a pickled ``pytorch_model.bin`` can run code when it is
-    unpickled. ``allow_pickle`` (``model.allow_pickle``) lets a model without safetensors load its
-    ``.bin`` weights (transformers then unpickles them with ``torch.load(weights_only=True)``).
-    """
-    kw = {
-        "dtype": torch_dtype(dtype),
-        "trust_remote_code": trust_remote_code,
-        # None: prefer safetensors, fall back to .bin; True: safetensors or an error
-        "use_safetensors": None if allow_pickle else True,
-    }
-    if attn_implementation != "auto":
-        kw["attn_implementation"] = attn_implementation
-    return kw
 
 
 def _common_kwargs(model_cfg, attn_implementation: str, dtype: str | None = None) -> dict:
@@ -216,24 +186,6 @@ def disable_dropout(model):
         if isinstance(getattr(m, "attention_dropout", None), float):
             m.attention_dropout = 0.0
     return model
-
-
-def tiny_hf_config(arch, **overrides):
-    """The embedded tiny model's Mistral config from ``model.arch``."""
-    from transformers import MistralConfig
-
-    kw = dict(
-        vocab_size=arch.vocab_size,
-        hidden_size=arch.hidden_size,
-        intermediate_size=arch.intermediate_size,
-        num_hidden_layers=arch.num_hidden_layers,
-        num_attention_heads=arch.num_attention_heads,
-        num_key_value_heads=arch.num_key_value_heads,
-        max_position_embeddings=arch.max_position_embeddings,
-        sliding_window=None,
-        tie_word_embeddings=False,
-    )
-    return MistralConfig(**{**kw, **overrides})
 
 
 def hf_config_from(model_cfg):

@@ -44,7 +44,7 @@ def barrier() -> None:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (a copy; ``t`` is left alone)."""
+    """Sum over ranks (a copy; ``t`` is left alone): the ``reduce`` of :mod:`mplus.algo`'s stats."""
     t = t.detach().clone()
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -55,22 +55,6 @@ def global_mean(x) -> float:
     """Mean over ranks of a per-rank scalar (each rank holds the same number of items)."""
     t = torch.as_tensor(float(x), dtype=torch.float64)
     return float(all_reduce_sum(t)) / world_size()
-
-
-def global_masked_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and unbiased variance of ``x[mask]`` over every rank's entries (scalars, x's dtype)."""
-    m = mask.to(x.dtype)
-    s = torch.stack([(x * m).sum(), (x * x * m).sum(), m.sum()]).to(torch.float64)
-    total, sq, n = all_reduce_sum(s)
-    mean = total / n.clamp_min(1)
-    var = (sq - n * mean * mean) / (n - 1).clamp_min(1)
-    return mean.to(x.dtype), var.clamp_min(0).to(x.dtype)
-
-
-def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """:func:`mplus.algo.masked_whiten` with the statistics of the whole (all-rank) batch."""
-    mean, var = global_masked_moments(x, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
 def token_share(mask: torch.Tensor) -> torch.Tensor:
@@ -84,10 +68,19 @@ def token_share(mask: torch.Tensor) -> torch.Tensor:
     return (n_local * world_size() / n_global.clamp_min(1)).to(torch.float32)
 
 
-def shard_of(items: list, r: int | None = None, n: int | None = None) -> list:
-    """This rank's share of a global batch: items ``r, r+n, ...`` (equal sizes when n divides)."""
+def shard_of(
+    items: list, r: int | None = None, n: int | None = None, *, skip_short: bool = False
+) -> list | None:
+    """This rank's share of a global batch: items ``r, r+n, ...`` (equal sizes when n divides).
+
+    With ``skip_short``, a batch of fewer items than ranks gives None on every rank alike, so
+    all ranks skip it together instead of one rank running an empty step (or waiting in a
+    collective the others never enter).
+    """
     r = rank() if r is None else r
     n = world_size() if n is None else n
+    if skip_short and len(items) < n:
+        return None
     return items[r::n]
 
 

@@ -1,14 +1,27 @@
-"""Pure-torch RLHF math: masked statistics, GAE, PPO/DPO/reward-model losses, KL, reward shaping.
+"""Pure-torch RLHF math: masked statistics, advantage estimators (GAE, GRPO, RLOO, REINFORCE++),
+loss aggregation, PPO/DPO/reward-model losses, KL, reward shaping.
 
 Imports torch only (no Lightning, no transformers), so every function here can be tested against
 numbers worked out by hand. Per-token tensors are (B, T) over response tokens, with a (B, T) mask
-that is nonzero on real response tokens (right-padded).
+that is nonzero on real response tokens (right-padded). Batch statistics under data parallelism
+take a ``reduce`` callable (e.g. ``mplus.distributed.all_reduce_sum``) instead of importing the
+process group.
 """
 
+from mplus.algo.advantages import (
+    KL_IN_REWARD,
+    LOSS_AGG_MODES,
+    AdvantageFn,
+    aggregate_loss,
+    estimator_names,
+    get_estimator,
+    register_estimator,
+)
 from mplus.algo.core import (
     entropy_from_logits,
     logprobs_from_logits,
     masked_mean,
+    masked_moments,
     masked_sum,
     masked_var,
     masked_whiten,
@@ -27,27 +40,35 @@ from mplus.algo.rewards import LENGTH_PENALTY_KINDS, length_penalty, token_rewar
 
 __all__ = [
     "DPO_LOSS_TYPES",
+    "KL_IN_REWARD",
     "KL_KINDS",
     "LENGTH_PENALTY_KINDS",
+    "LOSS_AGG_MODES",
     "AdaptiveKLController",
+    "AdvantageFn",
     "DPOLoss",
     "FixedKLController",
     "PairwiseLoss",
     "PolicyLoss",
     "ValueLoss",
+    "aggregate_loss",
     "bradley_terry_loss",
     "dpo_loss",
     "entropy_from_logits",
+    "estimator_names",
     "explained_variance",
     "gae",
+    "get_estimator",
     "kl_estimate",
     "length_penalty",
     "logprobs_from_logits",
     "masked_mean",
+    "masked_moments",
     "masked_sum",
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "register_estimator",
     "sequence_logps",
     "token_rewards",
     "value_loss",

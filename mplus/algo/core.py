@@ -2,13 +2,20 @@
 
 Shapes: ``B`` batch, ``T`` response tokens, ``V`` vocabulary. A ``mask`` is a (B, T) float or bool
 tensor whose nonzero entries mark real response tokens; masked-out entries never reach a result,
-even when they hold ``nan`` or ``inf``.
+even when they hold ``nan`` or ``inf``. Statistics over a data-parallel batch take a ``reduce``
+callable, so one process and N processes run the same code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+# Sums a tensor over data-parallel processes (e.g. ``mplus.distributed.all_reduce_sum``); None
+# means a single process. Passed in rather than imported: this package stays torch-only.
+Reduce = Callable[[Tensor], Tensor] | None
 
 
 def _keep(x: Tensor, mask: Tensor) -> Tensor:
@@ -31,7 +38,25 @@ def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return _keep(x, mask).sum(dim=dim)
 
 
-def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+def _total_and_count(
+    x: Tensor, mask: Tensor, dim: int | None, reduce: Reduce
+) -> tuple[Tensor, Tensor]:
+    """Masked sum of ``x`` and the number of masked entries, summed over processes by ``reduce``.
+
+    One call of ``reduce`` carries both, in float64 so that a large count stays exact whatever
+    ``x``'s dtype; the sum is rounded back to ``x``'s dtype, which leaves a single process's
+    float32 sum unchanged.
+    """
+    total, count = masked_sum(x, mask, dim), mask.bool().sum(dim=dim)
+    if reduce is not None:
+        if dim is not None:
+            raise ValueError("reduce needs dim=None: rows are not shared between processes")
+        both = reduce(torch.stack([total.detach().double(), count.double()]))
+        total, count = both[0].to(x.dtype), both[1].round().long()
+    return total, count
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None, reduce: Reduce = None) -> Tensor:
     """Mean of ``x`` over the entries where ``mask`` is nonzero.
 
     An empty mask (along ``dim``) gives 0 rather than nan, so a batch of empty responses does not
@@ -41,39 +66,63 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
         x: Values, any shape.
         mask: Same shape as ``x``.
         dim: Dimension to reduce; ``None`` reduces everything to a scalar.
+        reduce: Sums a tensor over data-parallel processes (``mplus.distributed.all_reduce_sum``)
+            so the mean is over every process's entries; None for this process alone. Needs
+            ``dim=None``; the result is then detached (a statistic, not a loss).
 
     Returns:
         The mean, with ``dim`` removed (a 0-dim tensor when ``dim`` is None).
     """
-    count = mask.bool().sum(dim=dim).clamp_min(1)
-    return masked_sum(x, mask, dim) / count
+    total, count = _total_and_count(x, mask, dim, reduce)
+    return total / count.clamp_min(1)
 
 
-def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
-    """Variance of ``x`` over all entries where ``mask`` is nonzero.
+def masked_moments(
+    x: Tensor, mask: Tensor, unbiased: bool = True, reduce: Reduce = None
+) -> tuple[Tensor, Tensor]:
+    """Mean and variance of ``x`` over all entries where ``mask`` is nonzero.
+
+    Two passes (the mean, then the mean squared deviation from it) rather than ``E[x^2] - E[x]^2``,
+    which cancels catastrophically in float32 when the mean is large against the spread.
 
     Args:
         x: Values, any shape.
         mask: Same shape as ``x``.
-        unbiased: Apply Bessel's correction n / (n - 1). With a single masked entry the
-            correction is skipped (the variance is then 0), not divided by zero.
+        unbiased: Apply Bessel's correction n / (n - 1), n counted over every process. With a
+            single masked entry the correction is skipped (the variance is then 0), not divided
+            by zero.
+        reduce: As in :func:`masked_mean`: statistics of every process's entries.
+
+    Returns:
+        ``(mean, var)``, 0-dim tensors of ``x``'s dtype.
+    """
+    total, count = _total_and_count(x, mask, None, reduce)
+    mean = total / count.clamp_min(1)
+    squares, _ = _total_and_count((x - mean) ** 2, mask, None, reduce)
+    var = squares / count.clamp_min(1)
+    if unbiased:
+        n = count.to(var.dtype)
+        var = var * n / (n - 1).clamp_min(1)
+    return mean, var
+
+
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True, reduce: Reduce = None) -> Tensor:
+    """Variance of ``x`` over all entries where ``mask`` is nonzero (see :func:`masked_moments`).
 
     Returns:
         A 0-dim tensor.
     """
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    if unbiased:
-        n = mask.bool().sum().to(var.dtype)
-        var = var * n / (n - 1).clamp_min(1)
-    return var
+    return masked_moments(x, mask, unbiased, reduce)[1]
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def masked_whiten(
+    x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce: Reduce = None
+) -> Tensor:
     """Normalise ``x`` to mean 0 and variance 1 over the masked entries.
 
     Mean and (unbiased) variance are taken over all masked entries of the whole tensor, not per
-    row, as in PPO advantage normalisation.
+    row, as in PPO advantage normalisation; with ``reduce``, over every process's entries, so N
+    processes whiten as one process holding the whole batch would (up to float summation order).
 
     Args:
         x: Values, e.g. advantages of shape (B, T).
@@ -81,12 +130,12 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
         shift_mean: If False, add the mean back after scaling (only the scale changes), as is
             usual for rewards.
         eps: Added to the variance before the square root.
+        reduce: As in :func:`masked_mean`.
 
     Returns:
         Same shape as ``x``; masked-out entries are 0.
     """
-    mean = masked_mean(x, mask)
-    var = masked_var(x, mask)
+    mean, var = masked_moments(x, mask, reduce=reduce)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from mplus.algo.core import _keep, masked_mean, masked_var
+from mplus.algo.core import Reduce, _keep, masked_mean, masked_var
 
 
 class PolicyLoss(NamedTuple):
@@ -156,19 +156,31 @@ def value_loss(
 
 
 @torch.no_grad()
-def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+def explained_variance(
+    values: Tensor, returns: Tensor, mask: Tensor, reduce: Reduce = None
+) -> float:
     """``1 - Var(R - V) / Var(R)`` over masked tokens: 1 is perfect, 0 no better than a constant.
+
+    Zero-variance returns give nan, in one process and in N alike: the ratio is undefined, and a
+    clamped denominator would log a huge negative number that looks like a broken critic. This
+    is the convention of OpenAI baselines, Stable-Baselines3 and CleanRL (TRL and OpenRLHF do not
+    log the quantity). Variances are biased (the n / (n - 1) factors cancel in the ratio anyway).
 
     Args:
         values: (B, T) value predictions.
         returns: (B, T) returns.
         mask: (B, T) response mask.
+        reduce: Sums a tensor over data-parallel processes (see :func:`mplus.algo.masked_mean`):
+            the statistic of every process's tokens, the same float on every process.
 
     Returns:
         A Python float; nan when the returns have zero variance.
     """
-    var_returns = masked_var(returns.float(), mask, unbiased=False).item()
+    var_returns = masked_var(returns.float(), mask, unbiased=False, reduce=reduce).item()
+    # var_returns is the all-process value, so every process returns here or none does (and
+    # none is left waiting in the next reduction)
     if var_returns == 0.0:
         return float("nan")
-    var_residual = masked_var((returns - values).float(), mask, unbiased=False).item()
+    residual = (returns - values).float()
+    var_residual = masked_var(residual, mask, unbiased=False, reduce=reduce).item()
     return 1.0 - var_residual / var_returns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from mplus.data.types import PreferencePair
+from mplus.distributed import shard_of
 
 
 class _TokenisedPairs(torch.utils.data.Dataset):
@@ -109,14 +110,6 @@ class SFTCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def _rank_slice(batch: list[int]) -> list[int] | None:
-    """This rank's part of a global batch (items r, r+n, ...); None when too small to split."""
-    from mplus.distributed import rank, world_size
-
-    n = world_size()
-    return batch[rank() :: n] if len(batch) >= n else None
-
-
 class SequentialBatchSampler(torch.utils.data.Sampler):
     """Batches 0..B-1, B..2B-1, ... in order; under data parallelism each rank takes its slice."""
 
@@ -125,7 +118,7 @@ class SequentialBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         for i in range(0, self.n, self.batch_size):
-            part = _rank_slice(list(range(i, min(i + self.batch_size, self.n))))
+            part = shard_of(list(range(i, min(i + self.batch_size, self.n))), skip_short=True)
             if part:
                 yield part
 
@@ -176,7 +169,7 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
             self.epoch += 1
         else:
             epoch, start = self._pinned
-        parts = [_rank_slice(b) for b in self.batches(epoch)[start:]]
+        parts = [shard_of(b, skip_short=True) for b in self.batches(epoch)[start:]]
         return iter([p for p in parts if p])
 
     def __len__(self) -> int:

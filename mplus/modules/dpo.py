@@ -9,14 +9,13 @@ Its log-probs are taken from ``batch["ref_logps"]`` when precomputed, else compu
 
 from __future__ import annotations
 
-import contextlib
-
 import lightning as L
 import torch
 from torch import Tensor
 
-from mplus.algo import dpo_loss, logprobs_from_logits, sequence_logps
+from mplus.algo import dpo_loss, sequence_logps
 from mplus.distributed import gather_objects
+from mplus.models.logprobs import label_mask, reference_context, token_logprobs
 from mplus.modules.optim import adamw_with_warmup, check_finite
 from mplus.modules.sharding import ShardedModule
 
@@ -36,12 +35,8 @@ def response_logps(model, input_ids: Tensor, attention_mask: Tensor, prompt_lens
     Returns:
         (N,) float32 sums over non-pad tokens at positions >= the row's prompt length.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    # logits at t predict token t + 1
-    logprobs = logprobs_from_logits(logits[:, :-1], input_ids[:, 1:])  # (N, T-1)
-    pos = torch.arange(1, input_ids.shape[1], device=input_ids.device)  # position of each label
-    mask = attention_mask[:, 1:].bool() & (pos[None, :] >= prompt_lens.to(pos.device)[:, None])
-    return sequence_logps(logprobs, mask)
+    logprobs, _ = token_logprobs(model, input_ids, attention_mask)  # (N, T-1)
+    return sequence_logps(logprobs, label_mask(attention_mask, prompt_lens))
 
 
 def pair_logps(model, batch: dict) -> Tensor:
@@ -70,8 +65,8 @@ def _check_in_order(loader) -> None:
 def precompute_reference_logps(ref_model, loader) -> Tensor:
     """Reference log-probs of every pair, in dataset order.
 
-    For a LoRA policy, call it as ``with policy.disable_adapter(): precompute_reference_logps(
-    policy, loader)``.
+    For a LoRA policy, pass the model and run inside the context that
+    :func:`mplus.models.logprobs.reference_context` returns (the adapter disabled).
 
     Args:
         ref_model: Causal LM; run in eval mode (its mode is restored afterwards).
@@ -135,18 +130,15 @@ class DPOModule(ShardedModule, L.LightningModule):
             self.ref_model.eval()
         return self
 
-    def _ref_context(self):
-        if self.ref_model is None:  # LoRA: the reference is the policy without its adapter
-            return self.policy.disable_adapter()
-        return contextlib.nullcontext()
-
     def reference_logps(self, batch: dict) -> Tensor:
         """(B, 2) reference ``[chosen, rejected]`` log-probs: precomputed, or computed now."""
         if "ref_logps" in batch:
             return batch["ref_logps"].float()
-        model = self.policy if self.ref_model is None else self.ref_model
-        with torch.no_grad(), self._ref_context():
-            return pair_logps(model, batch)
+        ref, ctx = reference_context(self.policy, self.ref_model)
+        if ref is None:
+            raise ValueError("DPO needs a reference: ref_model, or a peft policy (LoRA)")
+        with torch.no_grad(), ctx:
+            return pair_logps(ref, batch)
 
     def _loss(self, batch: dict):
         ref = self.reference_logps(batch)  # (B, 2)

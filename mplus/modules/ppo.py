@@ -16,7 +16,7 @@ import torch
 
 from mplus import algo as A
 from mplus import distributed as D
-from mplus.evaluate import forward_logprobs, reference_context
+from mplus.models.logprobs import reference_context, token_logprobs
 from mplus.models.reward import score_texts
 from mplus.modules.optim import (
     TrainingDiverged,
@@ -38,11 +38,10 @@ FROZEN_PREFIXES = ("ref_model.", "reward_model.")
 class Experience:
     """One rollout batch with everything the update needs; per-token tensors are (B, Tr)."""
 
-    seq: torch.Tensor  # (B, Tq+Tr)
+    seq: torch.Tensor  # (B, Tq+Tr): the query, then the response ids
     attn: torch.Tensor  # (B, Tq+Tr)
     pos: torch.Tensor  # (B, Tq+Tr)
     q_len: int
-    response_ids: torch.Tensor
     mask: torch.Tensor
     old_logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
@@ -215,34 +214,32 @@ class PPOModule(ShardedModule, L.LightningModule):
             )
         return out
 
-    def _logprobs(self, model, seq, attn, pos, q_len, response_ids):
-        return forward_logprobs(model, seq, attn, pos, q_len, response_ids, self.temperature)
+    def _logprobs(self, model, seq, attn, pos, q_len):
+        """Response-token log-probs (B, Tr) and logits, at the sampling temperature."""
+        return token_logprobs(model, seq, attn, pos, start=q_len - 1, temperature=self.temperature)
 
     @torch.no_grad()
     def advantages(self, ro, scores) -> Experience:
         c = self.cfg
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
-        q_len, resp, mask = ro.query_ids.shape[1], ro.response_ids, ro.response_mask
+        q_len, mask = ro.query_ids.shape[1], ro.response_mask
         self.policy.eval()
-        old_lp, _ = self._logprobs(self.policy, seq, attn, pos, q_len, resp)
+        old_lp, _ = self._logprobs(self.policy, seq, attn, pos, q_len)
         ref, ctx = reference_context(self.policy, self.ref_model)
         with ctx:
-            ref_lp, _ = self._logprobs(ref, seq, attn, pos, q_len, resp)
+            ref_lp, _ = self._logprobs(ref, seq, attn, pos, q_len)
         values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1] * mask
         kl = A.kl_estimate(old_lp, ref_lp, c.kl.estimator) * mask
         kl_coef = self.kl_ctl.value if c.kl.in_reward else 0.0
         rewards = A.token_rewards(scores["score"], kl, mask, kl_coef)
         adv, ret = A.gae(rewards, values, mask, c.gamma, c.lam)
+        # statistics of the whole batch, all ranks (all_reduce_sum is a copy in one process);
         # logged before whitening: after it the mean is 0 by construction
-        scores["advantage_mean_raw"] = float(D.global_masked_moments(adv, mask)[0])
-        if c.whiten_advantages:  # statistics of the whole batch, all ranks
-            adv = (
-                D.global_masked_whiten(adv, mask)
-                if D.is_distributed()
-                else A.masked_whiten(adv, mask)
-            )
+        scores["advantage_mean_raw"] = float(A.masked_mean(adv, mask, reduce=D.all_reduce_sum))
+        if c.whiten_advantages:
+            adv = A.masked_whiten(adv, mask, reduce=D.all_reduce_sum)
         scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
-        return Experience(seq, attn, pos, q_len, resp, mask, old_lp, ref_lp, values, adv, ret)
+        return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret)
 
     def update(self, exp: Experience) -> dict:
         """``ppo_epochs`` passes over shuffled minibatches; returns mean stats over minibatches."""
@@ -311,7 +308,7 @@ class PPOModule(ShardedModule, L.LightningModule):
         mask = exp.mask[idx]
         share = D.token_share(mask)  # this rank's part of the global token mean (1 alone)
         logp, logits = self._logprobs(
-            self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len, exp.response_ids[idx]
+            self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len
         )
         pl = A.policy_loss(
             logp, exp.old_logprobs[idx], exp.advantages[idx], mask, c.clip_eps, c.dual_clip
@@ -331,11 +328,11 @@ class PPOModule(ShardedModule, L.LightningModule):
         # weighted by the token share, so their mean over ranks is the global token mean
         w = float(share)
         return {
-            "policy_loss": float(pl.loss) * w,
-            "value_loss": float(vl.loss) * w,
+            "policy_loss": float(pl.loss.detach()) * w,
+            "value_loss": float(vl.loss.detach()) * w,
             "clipfrac": float(pl.clipfrac) * w,
             "approx_kl": float(pl.approx_kl) * w,
-            "entropy": float(entropy) * w,
+            "entropy": float(entropy.detach()) * w,
             "value_clipfrac": float(vl.clipfrac) * w,
         }
 
@@ -353,7 +350,9 @@ class PPOModule(ShardedModule, L.LightningModule):
             "ppo/clipfrac": stats["clipfrac"],
             "ppo/value_clipfrac": stats["value_clipfrac"],
             "ppo/approx_kl": stats["approx_kl"],
-            "ppo/explained_variance": _explained_variance(exp),
+            "ppo/explained_variance": A.explained_variance(
+                exp.values, exp.returns, exp.mask, reduce=D.all_reduce_sum
+            ),
             "ppo/advantage_mean": scores["advantage_mean_raw"],
             "ppo/response_length_mean": scores["lengths"].float().mean(),
             "ppo/stop_rate": scores["stopped"].float().mean(),
@@ -439,15 +438,6 @@ _GLOBAL_METRICS = frozenset(
 )
 
 
-def _explained_variance(exp: Experience) -> float:
-    """1 - Var(returns - values) / Var(returns) over all ranks' response tokens."""
-    if not D.is_distributed():
-        return float(A.explained_variance(exp.values, exp.returns, exp.mask))
-    _, var_res = D.global_masked_moments(exp.returns - exp.values, exp.mask)
-    _, var_ret = D.global_masked_moments(exp.returns, exp.mask)
-    return float(1 - var_res / var_ret.clamp_min(1e-8))
-
-
 def _seed_all(seed: int) -> None:
     """Each PPO step reseeds from (run seed, step): a resumed run samples what it would have."""
     seed %= 2**31
@@ -469,4 +459,4 @@ class PPOCheckpoint(L.Callback):
         if pl_module.stepped and (
             pl_module.ppo_step % self.every == 0 or pl_module.ppo_step == pl_module.cfg.steps
         ):
-            trainer.save_checkpoint(f"{self.dirpath}/last.ckpt")
+            trainer.save_checkpoint(f"{self.dirpath}/last.ckpt", weights_only=False)

@@ -1,0 +1,79 @@
+"""Token log-probs under a causal LM, and the reference model's view of a policy.
+
+One rule for every stage (PPO rollout and update, DPO pairs, the held-out KL and probe NLL): a
+forward pass, float32 logits at position t divided by the sampling temperature, scored against
+token t + 1 by :func:`mplus.algo.logprobs_from_logits`. A log-prob therefore means the same
+thing in training and in evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from mplus.algo import logprobs_from_logits
+
+
+def token_logprobs(
+    model,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor | None = None,
+    *,
+    start: int = 0,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Log-prob of each token after position ``start`` given the tokens before it.
+
+    Args:
+        model: Causal LM whose output has ``.logits`` (B, T, V).
+        input_ids: (B, T) token ids.
+        attention_mask: (B, T), 1 on real tokens.
+        position_ids: (B, T), for left-padded rows (rollouts); None lets the model count from
+            the first column (right-padded rows), and is not passed on.
+        start: First predicting position: labels are ``input_ids[:, start + 1 :]``. A
+            left-padded query of ``q_len`` columns followed by the response takes
+            ``start=q_len - 1``, so the result covers the response tokens only.
+        temperature: Divides the logits, so log-probs match what sampling at that temperature
+            drew (1 leaves them unchanged).
+
+    Returns:
+        ``(logprobs, logits)``: (B, T - 1 - start) float32 log-probs and the (B, T - 1 - start, V)
+        float32 logits they come from (entropy, with the graph kept for PPO's update).
+        Padding positions hold finite junk; mask them downstream.
+    """
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+    logits = logits[:, start:-1].float()
+    if temperature != 1.0:  # x / 1 == x exactly: skipping it saves a (B, T, V) copy
+        logits = logits / temperature
+    return logprobs_from_logits(logits, input_ids[:, start + 1 :]), logits
+
+
+def label_mask(attention_mask: Tensor, prompt_lens: Tensor | None = None) -> Tensor:
+    """(B, T - 1) bool mask of the labels :func:`token_logprobs` scores (``start=0``).
+
+    Right-padded rows: real tokens from position 1 on, and with ``prompt_lens`` (B,) only those
+    at positions >= the row's prompt length (the response, EOS included).
+    """
+    mask = attention_mask[:, 1:].bool()
+    if prompt_lens is not None:
+        pos = torch.arange(1, attention_mask.shape[1], device=attention_mask.device)
+        mask = mask & (pos[None, :] >= prompt_lens.to(pos.device)[:, None])
+    return mask
+
+
+def reference_context(policy, ref_model):
+    """The base model's view: ``(model, context)`` to run the reference forward in.
+
+    ``ref_model`` itself when given; else a peft policy with its adapter disabled inside the
+    context (LoRA: the reference is the policy without its adapter, no second copy); else
+    ``(None, nullcontext())``: the policy is the base (no reference to compare with).
+    """
+    if ref_model is not None:
+        return ref_model, contextlib.nullcontext()
+    if hasattr(policy, "disable_adapter"):
+        return policy, policy.disable_adapter()
+    return None, contextlib.nullcontext()

@@ -1,7 +1,7 @@
 """TensorBoard extras: a run's overrides in the HParams tab, linked to its final metrics.
 
 Written into the run's own ``tb/`` (not a timestamped subdirectory, as
-``SummaryWriter.add_hparams`` would), so ``tensorboard --logdir <multirun dir>`` shows one run per
+``SummaryWriter.add_hparams`` would; the stages' curves are the runs ``tb/<stage>`` below it), so ``tensorboard --logdir <multirun dir>`` shows one run per
 sweep point, named by its overrides (the sweep subdir is ``${hydra.job.override_dirname}``), with
 its hyperparameters and final numbers side by side in the HParams tab.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Final metrics linked to the hyperparameters: summary.json keys of these groups.
-METRIC_GROUPS = ("eval/", "ppo/", "rm/", "dpo/", "sft/")
+METRIC_GROUPS = ("heldout/", "eval/", "ppo/", "rm/", "dpo/", "sft/")
 METRIC_PREFIX = "final/"  # scalar tags the HParams tab reads: final/<summary key>
 
 
@@ -36,7 +36,7 @@ def run_hparams(run_dir: Path) -> dict:
     """The run's algorithm, experiment and overrides (``.hydra/``) as hyperparameters."""
     import yaml
 
-    from mplus.analyze import override_dict, run_overrides
+    from mplus.rundir import override_dict, run_overrides
 
     hp: dict = {}
     hydra_file = Path(run_dir) / ".hydra" / "hydra.yaml"
@@ -57,7 +57,7 @@ def run_hparams(run_dir: Path) -> dict:
 def log_hparams(run_dir: str | Path, summary: dict, tb_subdir: str = "tb") -> Path | None:
     """Write the run's hyperparameters and final metrics into ``<run_dir>/<tb_subdir>``.
 
-    Metrics are the numeric ``eval/``, ``ppo/``, ``rm/``, ``dpo/``, ``sft/`` keys of ``summary``,
+    Metrics are the numeric ``heldout/``, ``eval/`` (suites), ``ppo/``, ``rm/``, ``dpo/``, ``sft/`` keys of ``summary``,
     written as scalars ``final/<key>`` (at the run's last step) that the HParams tab links to.
     Returns the tb dir, or None when there was nothing to write.
     """

@@ -71,11 +71,12 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def read_scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """All scalar events under ``tb_dir`` (every event file), as tag -> [(step, value)]."""
+    """All scalar events under ``tb_dir`` (every event file, the stages' runs ``tb/<stage>``
+    included), as tag -> [(step, value)]."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out: dict[str, list[tuple[int, float]]] = {}
-    for f in sorted(tb_dir.glob("events.out.tfevents.*")):
+    for f in sorted(tb_dir.rglob("events.out.tfevents.*")):
         acc = EventAccumulator(str(f), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -106,11 +107,11 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
         "response_length",
         "stop_rate",
         "rm_accuracy",
-        "eval/reward",
-        "eval/gold_reward",
-        "eval/kl",
-        "eval/response_length",
-        "eval/stop_rate",
+        "heldout/reward",
+        "heldout/gold_reward",
+        "heldout/kl",
+        "heldout/response_length",
+        "heldout/stop_rate",
         "issues",
         "dir",
     ):
@@ -128,12 +129,13 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
             "response_length",
             "stop_rate",
             "rm_accuracy",
-            "eval/gold_reward",
-            "eval/kl",
-            "eval/response_length",
+            "heldout/gold_reward",
+            "heldout/kl",
+            "heldout/response_length",
         ):
             float(r[col])  # present and numeric
-        assert 0.0 <= float(r["rm_accuracy"]) <= 1.0
+        summary = json.loads((Path(r["dir"]) / "summary.json").read_text())
+        assert float(r["rm_accuracy"]) == pytest.approx(summary["rm/val_accuracy"], abs=1e-6)
         assert 0 < float(r["response_length"]) <= 24
     kls = [float(r["kl"]) for r in rows]
     assert kls == sorted(kls), "not sorted by kl ascending"
@@ -163,7 +165,7 @@ def test_runs_carry_hparams_linked_to_their_final_metrics(sweep_dir):
         metric_tags = {m.name.tag for m in experiment.metric_infos}
         assert {
             "final/ppo/gold_reward_end",
-            "final/eval/kl",
+            "final/heldout/kl",
             "final/rm/val_accuracy",
         } <= metric_tags
         # every linked metric is a scalar of the same run
@@ -185,12 +187,12 @@ def test_missing_truncated_failed_and_incomplete_runs_are_reported(sweep_dir, tm
     good = _copy_run(_job(sweep_dir, "0.0"), root / "algo.kl.coef=0.0")
     # a run whose event files are gone
     missing = _copy_run(_job(sweep_dir, "0.5"), root / "algo.kl.coef=0.5")
-    for f in (missing / "tb").glob("events.out.tfevents.*"):
+    for f in (missing / "tb").rglob("events.out.tfevents.*"):
         f.unlink()
     # a run whose (largest) event file was cut mid-record, and which never finished
     truncated = _copy_run(_job(sweep_dir, "0.0"), root / "algo.kl.coef=0.2")
     (truncated / "summary.json").unlink()
-    events = max((truncated / "tb").glob("events.out.tfevents.*"), key=lambda f: f.stat().st_size)
+    events = max((truncated / "tb").rglob("events.out.tfevents.*"), key=lambda f: f.stat().st_size)
     events.write_bytes(events.read_bytes()[: events.stat().st_size // 2])
     # a run that failed at start (its log has the error; no events, no summary)
     failed = root / "algo.kl.coef=9"
@@ -209,7 +211,7 @@ def test_missing_truncated_failed_and_incomplete_runs_are_reported(sweep_dir, tm
     assert r["status"] == "ok" and r["issues"] == ""
     r = rows[str(missing)]
     assert r["status"] == "ok" and "no event file" in r["issues"] and r["kl"] == ""
-    assert r["eval/kl"] != ""  # the summary still gives the held-out numbers
+    assert r["heldout/kl"] != ""  # the summary still gives the held-out numbers
     r = rows[str(truncated)]
     assert r["status"] == "incomplete"
     assert "truncated event file" in r["issues"] and "no summary.json" in r["issues"]
@@ -236,7 +238,7 @@ def test_sweep_points_not_started_yet_are_listed_as_pending(sweep_dir, tmp_path,
 
 def test_read_events_on_a_file_being_written(sweep_dir, tmp_path):
     src = max(
-        (_job(sweep_dir, "0.0") / "tb").glob("events.out.tfevents.*"),
+        (_job(sweep_dir, "0.0") / "tb").rglob("events.out.tfevents.*"),
         key=lambda f: f.stat().st_size,
     )
     full = read_events(src.parent)

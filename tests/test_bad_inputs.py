@@ -1,7 +1,7 @@
 """Bad inputs through ``python -m mplus.train``: each is refused with exit status 2 and exactly one
-line naming the key, file or line; the ones that need no model are refused before torch is even
-imported (within ``NO_MODEL_LIMIT_S``), build no base model and write nothing but the run dir's
-logs. Malicious pickles (a checkpoint, a ``pytorch_model.bin``) are refused without being run.
+line naming the key, file or line; the ones that need no model are refused before torch, transformers or
+Lightning is imported (what makes them fast: seconds, not the tens a model load takes), build no
+base model and write nothing but the run dir's logs. Malicious pickles (a checkpoint, a ``pytorch_model.bin``) are refused without being run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ import pytest
 
 from tests.conftest import REPO, TEST_MODEL
 
-NO_MODEL_LIMIT_S = 3.0  # python + Hydra + validate + preflight; torch alone takes longer to import
+HEAVY = ("torch", "transformers", "lightning")  # none imported before a no-model refusal
+# imported by every interpreter here: a sitecustomize that records, at exit, which of HEAVY the
+# command had imported (the heavy imports, not a wall-clock limit, are what a fast refusal means)
+_RECORD_IMPORTS = """
+import atexit, os, sys
+def _record():
+    with open(os.environ["MPLUS_IMPORTS_OUT"], "w") as f:
+        f.write(" ".join(m for m in {heavy!r} if m in sys.modules))
+atexit.register(_record)
+"""
 GOOD_ROW = {
     "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello, how can I help?",
     "rejected": "\n\nHuman: Hi there\n\nAssistant: Go away.",
@@ -266,7 +275,9 @@ def _fill(text: str, files: dict[str, Path], tmp: Path) -> str:
     return text
 
 
-def _train(overrides: list[str], *, run_dir: Path, cache_dir: Path, python_flags=()):
+def _train(overrides: list[str], *, run_dir: Path, cache_dir: Path, python_flags=(), record=None):
+    """Run ``python -m mplus.train``; with ``record`` (a folder), write there which of HEAVY the
+    command imported (``imports.txt``)."""
     cmd = [
         sys.executable,
         *python_flags,
@@ -279,6 +290,11 @@ def _train(overrides: list[str], *, run_dir: Path, cache_dir: Path, python_flags
         *overrides,
     ]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    if record is not None:
+        record.mkdir(parents=True, exist_ok=True)
+        (record / "sitecustomize.py").write_text(_RECORD_IMPORTS.format(heavy=HEAVY))
+        path = os.pathsep.join(p for p in (str(record), env.get("PYTHONPATH")) if p)
+        env = {**env, "PYTHONPATH": path, "MPLUS_IMPORTS_OUT": str(record / "imports.txt")}
     t0 = time.perf_counter()
     proc = subprocess.run(
         cmd,
@@ -312,8 +328,12 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model(case, bad, tmp_path):
     files = dict(bad)
     bad["marker"].unlink(missing_ok=True)
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    record = tmp_path / "record"
     proc, seconds = _train(
-        [_fill(o, files, tmp_path) for o in overrides], run_dir=run_dir, cache_dir=cache
+        [_fill(o, files, tmp_path) for o in overrides],
+        run_dir=run_dir,
+        cache_dir=cache,
+        record=record,
     )
     out = proc.stdout + proc.stderr
     lines = _lines(proc)
@@ -322,7 +342,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_model(case, bad, tmp_path):
     assert len(lines) == 1 and "Traceback" not in out, out[-3000:]
     for w in words:
         assert _fill(w, files, tmp_path) in lines[0], lines[0]
-    assert seconds < NO_MODEL_LIMIT_S, f"{name} took {seconds:.2f}s"
+    assert (record / "imports.txt").read_text() == "", f"{name} imported heavy modules"
     assert not cache.exists(), "a base model was built"
     assert _written(run_dir) == []
     if name in MALICIOUS:

@@ -239,7 +239,7 @@ def test_all_suites_two_models_side_by_side(assets, tmp_path):
 
     for label, s in summary.items():
         # general: lm-eval ran the local two-question task, 1-shot, limit 2
-        assert 0.0 <= s["eval/general/tiny_qa"] <= 1.0
+        assert s["eval/general/tiny_qa"] in (0.0, 0.5, 1.0)  # right answers out of two
         assert s["eval/general/tiny_qa/n"] == 2
         assert s["eval/general/average"] == s["eval/general/tiny_qa"]
         assert (out / "general" / label / "tiny_qa.jsonl").exists()

@@ -141,7 +141,7 @@ def test_policy_export_batch_generation_matches_one_at_a_time(tmp_path):
         dtype="float32",
         kind="policy",
         cfg=_cfg("algo=sft"),
-        summary={"sft/val_loss": 1.5, "eval/kl": 0.2},
+        summary={"sft/val_loss": 1.5, "heldout/kl": 0.2},
     )
     assert tok.padding_side == "right", "the training tokenizer must stay right-padded"
     saved = json.loads((out / "tokenizer_config.json").read_text())
@@ -214,14 +214,14 @@ def test_policy_card_snippet_runs_as_written_and_stops_at_the_next_turn(tmp_path
     model, n_chain = _scripted_policy(tok, " Sure thing!\n\nHuman:")
     cfg = _cfg("algo=sft")
     out = tmp_path / "run" / "policy"
-    export_model(model, tok, out, kind="policy", cfg=cfg, summary={"eval/gold_reward": 0.5})
+    export_model(model, tok, out, kind="policy", cfg=cfg, summary={"heldout/gold_reward": 0.5})
     readme = (out / "README.md").read_text()
     for needed in (
         "## Base model",
         "## Data",
         "## Algorithm: sft",
         "`algo.lr`",
-        "eval/gold_reward",
+        "heldout/gold_reward",
         '"\\n\\nHuman: <request>\\n\\nAssistant:"',
         "stop_strings=stop_strings",
         "tokenizer=tok",
@@ -252,7 +252,7 @@ def test_ppo_card_uses_the_rollout_sampling_and_stop_strings(tmp_path):
         "ppo/gold_reward_end": 0.4,
         "ppo/kl_end": 1.2,
         "rm/val_accuracy": 0.8,
-        "eval/kl": 1.1,
+        "heldout/kl": 1.1,
         "time/ppo_s": 3.0,
         "data/train_pairs": 100,
     }
@@ -399,5 +399,5 @@ def test_sft_run_exports_a_policy_that_batch_generates_like_one_at_a_time(run_tr
     s = read_summary(run_dir)
     readme = (policy / "README.md").read_text()
     assert f"| `sft/steps` | {s['sft/steps']} |" in readme
-    assert "eval/gold_reward" in readme and "eval/kl" in readme  # the final held-out metrics
+    assert "heldout/gold_reward" in readme and "heldout/kl" in readme  # the final held-out metrics
     assert len(_run_snippet(policy / "README.md", policy)["responses"]) == 2

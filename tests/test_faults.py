@@ -209,7 +209,8 @@ def test_sigterm_saves_the_step_exits_nonzero_and_marks_the_summary(
     assert s["status/stage"] == "ppo" and s["status/step"] == step, s
     assert s["status/checkpoint"] == str(last)
     assert "time/total_s" not in s and not (run_dir / "policy").exists()  # not a finished run
-    assert max(_steps_logged(run_dir / "tb", "ppo/kl")) == step  # everything logged is saved
+    # everything logged is saved
+    assert max(_steps_logged(run_dir / "tb" / "ppo", "ppo/kl")) == step
 
     # resume from step 2: steps 3.. are logged again by the resumed process, shown once
     done = subprocess.run(
@@ -224,7 +225,7 @@ def test_sigterm_saves_the_step_exits_nonzero_and_marks_the_summary(
     s = read_summary(run_dir)
     assert s["ppo/steps"] == 4 and "status" not in s, s
     for tag in ("ppo/kl", "ppo/reward_mean", "perf/step_s"):
-        steps = _steps_logged(run_dir / "tb", tag)
+        steps = _steps_logged(run_dir / "tb" / "ppo", tag)
         twice = [k for k, n in collections.Counter(steps).items() if n > 1]
         assert not twice and sorted(steps) == [1, 2, 3, 4], (tag, steps)
 
@@ -338,7 +339,7 @@ def _toy_fit(tmp_path: Path, nan_at: int, summary=None):
 
 def test_lightning_stage_stops_before_a_nan_gradient_reaches_the_weights(tmp_path):
     from mplus.modules.optim import TrainingDiverged
-    from mplus.pipeline import Summary
+    from mplus.rundir import Summary
 
     summary = Summary(tmp_path / "summary.json")
     trainer, module, data = _toy_fit(tmp_path, nan_at=5, summary=summary)

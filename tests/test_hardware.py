@@ -243,7 +243,7 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     run_train(*PPO_FEW, rm, "hardware=2xcpu", run_dir=p2)
     s1, s2 = read_summary(p1), read_summary(p2)
     assert s2["ppo/steps"] == 3
-    for k in ("ppo/reward_end", "ppo/kl_end", "ppo/gold_reward_end", "eval/probe_nll"):
+    for k in ("ppo/reward_end", "ppo/kl_end", "ppo/gold_reward_end", "heldout/probe_nll"):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
     # the policy moved, so the comparison means something (greedy held-out samples: the k1 sum
     # is not a KL estimate there and can be negative; its size shows the move)

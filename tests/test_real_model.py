@@ -51,7 +51,7 @@ def test_stages_run_on_the_real_mistral_tokenizer(run_train, mistral_model_dir, 
         assert (run_dir / "reward_model" / "config.json").exists()
     if algo != "rm":
         assert (run_dir / "policy" / "config.json").exists()
-        assert "eval/response_length" in s and "eval/kl" in s
+        assert "heldout/response_length" in s and "heldout/kl" in s
     if algo == "ppo":
         assert s["ppo/steps"] == 2
     from transformers import AutoTokenizer

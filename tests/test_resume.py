@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -174,22 +173,25 @@ def logged_scalars(tb_dir: Path) -> tuple[dict[str, dict[int, float]], dict[str,
     times each step was logged (``tag -> Counter(step)``; Lightning logs ``epoch`` with the
     training and again with the validation metrics of a step).
 
-    One accumulator over the whole directory, files in order, so a resumed run's ``purge_step``
-    (its writer's restart marker) drops what the killed process logged past the checkpoint. A
-    step logged again by the resumed process without that keeps its last value (the resumed
-    process's)."""
+    One accumulator per TensorBoard run (``tb/`` and each stage's ``tb/<stage>``), its files in
+    order, so a resumed stage's ``purge_step`` (its writer's restart marker) drops what the
+    killed process logged past the checkpoint. Tags are keyed ``<run>:<tag>`` (Lightning's
+    ``epoch`` is in every stage's run)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    acc.Reload()
     values: dict[str, dict[int, float]] = {}
     counts: dict[str, Counter] = {}
-    for tag in acc.Tags()["scalars"]:
-        if tag.startswith(TIMING_TAGS):
-            continue
-        events = acc.Scalars(tag)
-        values[tag] = {e.step: e.value for e in events}
-        counts[tag] = Counter(e.step for e in events)
+    runs = sorted({f.parent for f in tb_dir.rglob("events.out.tfevents.*")})
+    for run in runs:
+        acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        acc.Reload()
+        name = run.relative_to(tb_dir).as_posix()
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith(TIMING_TAGS):
+                continue
+            events = acc.Scalars(tag)
+            values[f"{name}:{tag}"] = {e.step: e.value for e in events}
+            counts[f"{name}:{tag}"] = Counter(e.step for e in events)
     return values, counts
 
 
@@ -200,8 +202,8 @@ def _purge_note(tb_dir: Path) -> str:
     from tensorboard.compat.proto import event_pb2
 
     marks = [
-        (f.name, e.step)
-        for f in sorted(tb_dir.glob("events.out.tfevents.*"))
+        (f.relative_to(tb_dir).as_posix(), e.step)
+        for f in sorted(tb_dir.rglob("events.out.tfevents.*"))
         for e in EventFileLoader(str(f)).Load()
         if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START
     ]
@@ -219,10 +221,9 @@ def assert_same_run(resumed: Path, uninterrupted: Path, what: str) -> None:
     assert sorted(got) == sorted(want), f"{what}: tags differ"
     twice = {tag: sorted((got_n[tag] - want_n[tag]).elements()) for tag in want}
     twice = {tag: steps for tag, steps in twice.items() if steps}
-    if twice:  # TensorBoard purge on resume is the trainer's business; compare the last values
-        warnings.warn(
-            f"{what}: steps logged again after the resume (last value kept): {twice}", stacklevel=2
-        )
+    assert not twice, f"{what}: steps shown twice after the resume: {twice}" + _purge_note(
+        resumed / "tb"
+    )
     for tag in want:
         missing, extra = (
             sorted(set(want[tag]) - set(got[tag])),
@@ -290,7 +291,7 @@ def test_a_resumed_loader_continues_at_the_batch_it_stopped_at():
 
 
 def test_stage_seeds_are_stable_and_distinct():
-    from mplus.pipeline import stage_seed
+    from mplus.stages.resume import stage_seed
 
     seeds = {stage: stage_seed(0, stage) for stage in ("rm", "ppo", "dpo", "sft", "none")}
     assert len(set(seeds.values())) == 5 and stage_seed(1, "rm") != seeds["rm"]
@@ -301,7 +302,7 @@ def test_stage_seeds_are_stable_and_distinct():
 def test_which_checkpoint_each_stage_resumes_from(tmp_path):
     from types import SimpleNamespace
 
-    from mplus.pipeline import stage_checkpoint
+    from mplus.stages.resume import stage_checkpoint
 
     def cfg(ckpt_path, algo="ppo"):
         return SimpleNamespace(

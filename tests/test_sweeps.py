@@ -187,9 +187,11 @@ def test_parallel_and_optuna_options_compose():
         cfg = compose(
             "train",
             return_hydra_config=True,
-            overrides=["hydra/sweeper=optuna", "run_dir=.", "objective=eval/kl"],
+            overrides=["hydra/sweeper=optuna", "run_dir=.", "objective=heldout/kl"],
         )
-        assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.objective == "eval/kl"
+        assert (
+            cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.objective == "heldout/kl"
+        )
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,7 @@ def test_real_tokenizer_facts(mistral_tokenizer_dir):
 def test_every_stage_feeds_the_same_ids(tok):
     """Rollout, value, RM training/scoring, DPO, SFT, held-out evaluation, mplus.eval."""
     from mplus.data.collate import PairDataset, SFTCollator, SFTDataset
-    from mplus.evaluate import evaluate_policy, probe_nll
+    from mplus.eval.heldout import evaluate_policy, probe_nll
     from mplus.models.reward import score_texts
     from mplus.rollout import HFGenerateEngine
 

@@ -125,8 +125,10 @@ def test_ppo_end_to_end(run_train, cache_dir):
     changed = [n for n, p in policy.named_parameters() if not torch.equal(p, base.get_parameter(n))]
     assert changed, "PPO did not change the policy's parameters"
     ids = tok("\n\nHuman: What is the capital of France?\n\nAssistant:", return_tensors="pt")
+    with torch.no_grad():  # the training changed what the model predicts, not only its weights
+        assert not torch.allclose(policy(**ids).logits, base(**ids).logits, atol=1e-6)
     out = policy.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 @pytest.mark.slow
@@ -169,7 +171,7 @@ def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
     assert read_summary(run_dir)["ppo/steps"] == 8
     # curves continue: every step 1..8 logged, and the resumed process never re-logged the steps
     # that the checkpoint already held
-    files = sorted((run_dir / "tb").glob("events.out.tfevents.*"), key=os.path.getmtime)
+    files = sorted((run_dir / "tb" / "ppo").glob("events.out.tfevents.*"), key=os.path.getmtime)
     per_file = [read_scalars_file(f).get("ppo/kl", []) for f in files]
     killed, resumed = [steps for steps in per_file if steps][-2:]
     assert min(s for s, _ in killed) == 1 and max(s for s, _ in killed) >= saved
@@ -199,7 +201,9 @@ def test_reward_model_on_real_hh_rows(run_train):
     assert s["data/skipped/empty_response"] == 4 and s["data/skipped/prompt_mismatch"] == 2
     assert s["data/skipped/too_long"] > 0  # the tiny model's 384-token limit drops long dialogues
     assert s["data/mix/harmless-base"] == s["data/train_pairs"] > 500
-    assert 0.0 <= s["rm/val_accuracy"] <= 1.0
+    # the share of validation pairs ranked right: a whole number of pairs
+    n_right = s["rm/val_accuracy"] * s["data/val_pairs"]
+    assert abs(n_right - round(n_right)) < 1e-3, (s["rm/val_accuracy"], s["data/val_pairs"])
 
 
 def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
@@ -232,17 +236,19 @@ def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
         run_dir=tmp_path / "sft",
     )
     keys = (
-        "eval/gold_reward",
-        "eval/kl",
-        "eval/response_length",
-        "eval/stop_rate",
-        "eval/probe_nll",
+        "heldout/gold_reward",
+        "heldout/kl",
+        "heldout/response_length",
+        "heldout/stop_rate",
+        "heldout/probe_nll",
     )
     base, dpo, sft = (read_summary(d) for d in (base_dir, dpo_dir, sft_dir))
     for s in (base, dpo, sft):
         assert all(k in s for k in keys), s
-    assert base["eval/kl"] == 0.0 and dpo["eval/kl"] != 0.0 and sft["eval/kl"] != 0.0
-    assert dpo["dpo/steps"] == 8 and 0.0 <= dpo["dpo/val_reward_accuracy"] <= 1.0
+    assert base["heldout/kl"] == 0.0 and dpo["heldout/kl"] != 0.0 and sft["heldout/kl"] != 0.0
+    assert dpo["dpo/steps"] == 8
+    n_right = dpo["dpo/val_reward_accuracy"] * dpo["data/val_pairs"]  # whole validation pairs
+    assert abs(n_right - round(n_right)) < 1e-3, dpo["dpo/val_reward_accuracy"]
     assert sft["sft/steps"] == 8 and sft["sft/val_loss"] > 0
     assert {"dpo/loss", "dpo/reward_accuracy", "dpo/chosen_logps", "dpo/val_margin"} <= set(
         read_scalars(dpo_dir / "tb")
@@ -251,6 +257,6 @@ def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
         AutoModelForCausalLM.from_pretrained(d / "policy")
     out = table(collect([str(tmp_path)]))
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["run", "gold_reward", "reward"]
+    assert lines[0].split()[:3] == ["run", "reward", "gold_reward"]
     assert len(lines) == 2 + 3
     assert any(ln.startswith("algo=dpo") for ln in lines)

@@ -5,38 +5,18 @@ Fixed-seed sampling on ``data.num_eval_prompts`` held-out prompts, then: mean re
 rate, KL(policy || base) on those samples, and a general-capability probe: the policy's mean
 per-token negative log-likelihood on held-out pretraining-style text (the synthetic corpus for
 the embedded default; held-out chosen transcripts for HH). SFT's erosion of what the base knew
-shows as a higher ``eval/probe_nll``.
+shows as a higher ``heldout/probe_nll``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import torch
 
 from mplus import algo as A
+from mplus.models.logprobs import label_mask, reference_context, token_logprobs
 from mplus.models.reward import score_texts
-
-
-def forward_logprobs(model, seq, attn, pos, q_len: int, response_ids, temperature: float = 1.0):
-    """Log-probs (B, Tr) of the response tokens and the logits (B, Tr, V) they come from.
-
-    ``seq`` is the left-padded query followed by the response (B, Tq+Tr); logits at ``q_len-1``
-    predict the first response token.
-    """
-    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits
-    logits = logits[:, q_len - 1 : -1].float() / temperature
-    return A.logprobs_from_logits(logits, response_ids), logits
-
-
-def reference_context(policy, ref_model):
-    """The base model's view: ``ref_model`` itself, or a peft policy with its adapter disabled."""
-    if ref_model is not None:
-        return ref_model, contextlib.nullcontext()
-    if hasattr(policy, "disable_adapter"):
-        return policy, policy.disable_adapter()
-    return None, contextlib.nullcontext()  # the policy is the base (algo=none)
 
 
 @torch.no_grad()
@@ -52,10 +32,9 @@ def probe_nll(model, tokenizer, texts: list[str], batch_size: int = 32) -> float
             encode_texts(tokenizer, texts[i : i + batch_size]), tokenizer.pad_token_id
         )
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        lp = A.logprobs_from_logits(logits, ids[:, 1:])
-        m = mask[:, 1:].float()
-        total += float(-(lp * m).sum())
+        lp, _ = token_logprobs(model, ids, mask)
+        m = label_mask(mask)
+        total += float(-A.masked_sum(lp, m))
         count += int(m.sum())
     return total / max(count, 1)
 
@@ -73,7 +52,7 @@ def evaluate_policy(
     probe_texts=None,
     seed: int = 0,
 ) -> dict:
-    """Held-out numbers for one policy; keys without the ``eval/`` prefix.
+    """Held-out numbers for one policy; keys without the ``heldout/`` prefix.
 
     Returns:
         ``reward`` (raw RM score), ``gold_reward``, ``response_length`` (tokens), ``stop_rate``,
@@ -105,9 +84,9 @@ def evaluate_policy(
     else:
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
         q_len = ro.query_ids.shape[1]
-        lp, _ = forward_logprobs(policy, seq, attn, pos, q_len, ro.response_ids)
+        lp, _ = token_logprobs(policy, seq, attn, pos, start=q_len - 1)
         with ctx:
-            ref_lp, _ = forward_logprobs(ref, seq, attn, pos, q_len, ro.response_ids)
+            ref_lp, _ = token_logprobs(ref, seq, attn, pos, start=q_len - 1)
         out["kl"] = float(((lp - ref_lp) * ro.response_mask).sum(1).mean())
     if probe_texts:
         out["probe_nll"] = probe_nll(policy, tokenizer, probe_texts)

@@ -152,34 +152,15 @@ def write_outputs(results: dict[str, dict], out_dir: Path, suite_order: list[str
 def format_table(results: dict[str, dict], suite_order: list[str]) -> str:
     """One row per metric, one column per model. Per-task detail metrics
     (``eval/general/<task>/<metric>``) stay in summary.json."""
+    from mplus.tables import format_table as text_table
+
     labels = list(results)
     keys = sorted({k for m in results.values() for k in m})
     order = {s: i for i, s in enumerate(suite_order)}
     keys = [k for k in keys if not (k.startswith("eval/general/") and k.count("/") >= 3)]
     keys.sort(key=lambda k: (order.get(k.split("/")[1], 99), k))
-    width = max([len(k) for k in keys] + [6])
-    cols = [max(len(lab), 9) for lab in labels]
-
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}" if math.isfinite(v) else "nan"
-        return str(v)
-
-    lines = [
-        f"{'metric':<{width}}  "
-        + "  ".join(f"{lab:>{c}}" for lab, c in zip(labels, cols, strict=True))
-    ]
-    lines.append("-" * len(lines[0]))
-    for k in keys:
-        lines.append(
-            f"{k:<{width}}  "
-            + "  ".join(
-                f"{fmt(results[lab].get(k)):>{c}}" for lab, c in zip(labels, cols, strict=True)
-            )
-        )
-    return "\n".join(lines)
+    rows = [[k, *[results[lab].get(k) for lab in labels]] for k in keys]
+    return text_table(["metric", *labels], rows, digits=4, left=1)
 
 
 def run_eval(cfg) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 """Surviving faults in a fit: stop signals, divergence, checkpoint files, resumed curves.
 
-Every stage's trainer (:func:`mplus.pipeline.make_trainer`) gets :func:`fault_callbacks` and
+Every stage's trainer (:func:`mplus.stages.common.make_trainer`) gets :func:`fault_callbacks` and
 :class:`AtomicCheckpointIO`:
 
 * :class:`StopOnSignal`: SIGTERM (a scheduler's or sweep's stop), SIGINT (Ctrl-C) and SIGUSR1
@@ -52,7 +52,7 @@ STATUS_KEYS = (
 def fault_callbacks(stage: str, summary=None) -> list[L.Callback]:
     """The callbacks every stage's trainer gets (before the stage's own, so a divergence is
     caught before a checkpoint callback runs)."""
-    return [FiniteGuard(stage), StopOnSignal(stage, summary), PurgeResumedSteps(stage, summary)]
+    return [FiniteGuard(stage), StopOnSignal(stage, summary), PurgeResumedSteps()]
 
 
 def _steps_done(trainer, pl_module) -> int:
@@ -134,7 +134,7 @@ class StopOnSignal(L.Callback):
         saved = str(path)
         if not self._saved_here(trainer, path):
             try:
-                trainer.save_checkpoint(saved)
+                trainer.save_checkpoint(saved, weights_only=False)
             except TrainingDiverged as e:  # the weights went bad: keep the checkpoint there is
                 saved = None
                 log.error("%s", e)
@@ -175,35 +175,14 @@ class PurgeResumedSteps(L.Callback):
     The writer's ``purge_step`` (a ``SessionLog.START`` event at that step, in a new event file)
     makes TensorBoard discard every earlier-written event at or after it. The step is the first
     one the resumed fit logs: the module's ``next_log_step`` (PPO: its own step counter) or the
-    restored optimiser step (Lightning logs batch ``k`` at step ``k``).
+    restored optimiser step (Lightning logs batch ``k`` at step ``k``). Each stage logs into its
+    own TensorBoard run (``tb/<stage>``), so the purge never reaches an earlier stage's curves.
     """
-
-    def __init__(self, stage: str = "", summary=None):
-        self.stage, self.summary = stage, summary
-
-    def _earlier_stage(self) -> str | None:
-        """A stage that logged into the same ``tb/`` earlier in this run (PPO after its RM)."""
-        for key in self.summary or {}:
-            group = key.split("/", 1)[0]
-            if key.endswith("/steps") and group != self.stage:
-                return group
-        return None
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not trainer.ckpt_path or not trainer.is_global_zero:
             return
         step = getattr(pl_module, "next_log_step", trainer.global_step)
-        if (earlier := self._earlier_stage()) is not None:
-            # a purge drops every tag at steps >= step, the earlier stage's curves too
-            log.warning(
-                "Resumed %s at step %d in a run dir whose tb/ also holds the %s stage: "
-                "steps the interrupted process logged after its checkpoint stay (the "
-                "resumed values follow them at the same steps)",
-                self.stage,
-                step,
-                earlier,
-            )
-            return
         for logger in trainer.loggers:
             writer = getattr(logger, "experiment", None)
             if not (hasattr(writer, "purge_step") and hasattr(writer, "_get_file_writer")):

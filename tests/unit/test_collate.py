@@ -66,8 +66,9 @@ def test_compare_table_formats_rows_and_reports_missing_runs(tmp_path):
 
     for name, gold in (("a", 0.25), ("b", 0.5)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "summary.json").write_text(json.dumps({"eval/gold_reward": gold}))
+        (tmp_path / name / "summary.json").write_text(json.dumps({"heldout/gold_reward": gold}))
     lines = table(collect([str(tmp_path)])).splitlines()
-    assert [ln.split()[:2] for ln in lines[2:]] == [["a", "0.250"], ["b", "0.500"]]
-    assert lines[2].split()[2] == "-"  # no reward model: shown as missing, not as 0
+    assert lines[0].split()[:3] == ["run", "reward", "gold_reward"]
+    # no reward model: shown as missing, not as 0
+    assert [ln.split()[:3] for ln in lines[2:]] == [["a", "-", "0.250"], ["b", "-", "0.500"]]
     assert main([str(tmp_path / "nope")]) == 2

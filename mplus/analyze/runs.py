@@ -1,0 +1,252 @@
+"""Finding and loading runs: names, summaries, events, status, final metrics, sweep points."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mplus import rundir
+from mplus.analyze.events import read_events
+from mplus.rundir import override_dict, override_key, run_overrides
+
+# Table columns: (column, TensorBoard tag averaged over the last logged values, summary key).
+TRAIN_COLUMNS = (
+    ("reward", "ppo/reward_mean", None),
+    ("gold_reward", "ppo/gold_reward_mean", None),
+    ("kl", "ppo/kl", None),
+    ("response_length", "ppo/response_length_mean", None),
+    ("stop_rate", "ppo/stop_rate", None),
+    ("rm_accuracy", None, "rm/val_accuracy"),
+)
+EVAL_COLUMNS = (
+    "heldout/reward",
+    "heldout/gold_reward",
+    "heldout/kl",
+    "heldout/response_length",
+    "heldout/stop_rate",
+    "heldout/probe_nll",
+)
+
+
+# ---------------------------------------------------------------- overrides and run names
+
+
+def run_names(run_dirs: list[Path]) -> list[str]:
+    """Name each run by its overrides, less those that every listed run shares."""
+    overrides = [run_overrides(d) for d in run_dirs]
+    common = set.intersection(*map(set, overrides)) if overrides else set()
+    return [
+        " ".join(o for o in ov if o not in common) or Path(d).name
+        for d, ov in zip(run_dirs, overrides, strict=True)
+    ]
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run dirs under ``paths`` (a run dir itself, or a multirun dir holding job dirs).
+
+    Raises:
+        FileNotFoundError: a path that does not exist or holds no run.
+    """
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such directory")
+        if rundir.is_run(p):
+            found.append(p)
+            continue
+        runs = sorted(
+            {d.parent for d in p.rglob(rundir.HYDRA) if d.is_dir()}
+            | {f.parent for f in p.rglob(rundir.SUMMARY)}
+        )
+        runs = [r for r in runs if not any(r != o and o in r.parents for o in runs)]
+        if not runs:
+            raise FileNotFoundError(f"{p}: no runs there (no .hydra/, summary.json or tb/)")
+        found += runs
+    return list(dict.fromkeys(found))
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    dir: Path
+    name: str
+    status: str  # ok | failed | incomplete | pending
+    overrides: dict[str, str]
+    summary: dict
+    scalars: dict[str, list[tuple[int, float]]]
+    issues: list[str]
+    final: dict[str, float | None] = field(default_factory=dict)
+
+
+def load_run(run_dir: Path, name: str, last: int = 5) -> Run:
+    """Read one run: its summary.json (if complete), events, overrides and status."""
+    run_dir = Path(run_dir)
+    issues: list[str] = []
+    summary: dict = {}
+    f = run_dir / rundir.SUMMARY
+    if f.exists():
+        try:
+            summary = json.loads(f.read_text())
+        except (json.JSONDecodeError, OSError):
+            issues.append("summary.json unreadable (being written?)")
+    else:
+        issues.append("no summary.json")
+    events = read_events(run_dir / _tb_subdir(run_dir))
+    issues += events.issues
+    done = "time/total_s" in summary
+    if done:
+        status = "ok"
+    else:
+        status = "failed" if _log_has_error(run_dir) else "incomplete"
+        if summary:
+            issues.append("summary.json without time/total_s (run stopped before its end)")
+    run = Run(
+        run_dir,
+        name,
+        status,
+        override_dict(run_overrides(run_dir)),
+        summary,
+        events.scalars,
+        issues,
+    )
+    run.final = final_metrics(run, last)
+    return run
+
+
+def _tb_subdir(run_dir: Path) -> str:
+    f = run_dir / ".hydra" / "config.yaml"
+    if f.exists():
+        m = re.search(r"^logger:\n(?:  .*\n)*?  subdir: (\S+)", f.read_text(), re.M)
+        if m:
+            return m.group(1)
+    return "tb"
+
+
+def _log_has_error(run_dir: Path) -> bool:
+    for log in run_dir.glob("*.log"):
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        if "[ERROR]" in text or "Traceback (most recent call last)" in text:
+            return True
+    return False
+
+
+def final_metrics(run: Run, last: int = 5) -> dict[str, float | None]:
+    """Table values: last-``last``-point means of PPO curves, then summary (or last event)."""
+    out: dict[str, float | None] = {}
+    for col, tag, key in TRAIN_COLUMNS:
+        value = None
+        if key is not None:
+            value = run.summary.get(key, _last(run.scalars.get(key)))
+            if value is None and key == "rm/val_accuracy":
+                value = _given_rm_accuracy(run.dir)
+        elif run.scalars.get(tag):
+            tail = [v for _, v in run.scalars[tag][-last:]]
+            value = sum(tail) / len(tail)
+        out[col] = value
+    for key in EVAL_COLUMNS:
+        out[key] = run.summary.get(key, _last(run.scalars.get(key)))
+    out["steps"] = _steps(run)
+    return out
+
+
+def _steps(run: Run) -> int | None:
+    """Steps of the run's last stage (PPO after its reward model), done or so far logged."""
+    for stage in ("ppo", "dpo", "sft", "rm"):
+        if isinstance(run.summary.get(f"{stage}/steps"), int | float):
+            return int(run.summary[f"{stage}/steps"])
+        logged = [
+            pts[-1][0] for tag, pts in run.scalars.items() if tag.startswith(f"{stage}/") and pts
+        ]
+        if logged:
+            return max(logged)
+    return None
+
+
+def _given_rm_accuracy(run_dir: Path) -> float | None:
+    """Validation accuracy of a reward model the run was given (its ``reward_stats.json``)."""
+    import yaml
+
+    f = run_dir / ".hydra" / "config.yaml"
+    try:
+        cfg = yaml.safe_load(f.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    for path in (
+        (cfg.get("algo") or {}).get("reward_model"),
+        (cfg.get("evaluation") or {}).get("reward_model"),
+    ):
+        if isinstance(path, str) and not path.startswith("${"):
+            try:
+                return float(
+                    json.loads((Path(path) / "reward_stats.json").read_text())["val_accuracy"]
+                )
+            except (OSError, ValueError, KeyError):
+                continue
+    return None
+
+
+def _last(points):
+    return points[-1][1] if points else None
+
+
+def collect_runs(paths: list[str | Path], last: int = 5) -> list[Run]:
+    """Every run under ``paths``, plus the points of a sweep that have not started yet."""
+    dirs = find_runs(paths)
+    runs = [load_run(d, n, last) for d, n in zip(dirs, run_names(dirs), strict=True)]
+    started = [set(run_overrides(d)) for d in dirs]
+    pending = [pt for p in map(Path, paths) for pt in sweep_points(p) if set(pt[1]) not in started]
+    if pending:
+        all_ov = [*(run_overrides(d) for d in dirs), *(ov for _, ov in pending)]
+        common = set.intersection(*map(set, all_ov))
+        for root, ov in pending:
+            name = " ".join(o for o in ov if o not in common)
+            runs.append(
+                Run(
+                    root / "(not started)",
+                    name,
+                    "pending",
+                    override_dict(ov),
+                    {},
+                    {},
+                    ["not started yet"],
+                )
+            )
+        # names are relative to every run, pending ones included
+        for r, d in zip(runs, dirs, strict=False):
+            r.name = " ".join(o for o in run_overrides(d) if o not in common) or d.name
+    return runs
+
+
+def sweep_points(sweep_dir: Path) -> list[tuple[Path, list[str]]]:
+    """The points of a basic-sweeper multirun (from its ``multirun.yaml``), as job overrides.
+
+    Empty for a directory without ``multirun.yaml`` or for other sweepers (Optuna picks its
+    points as it goes).
+    """
+    f = Path(sweep_dir) / "multirun.yaml"
+    if not f.exists():
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        hydra = OmegaConf.load(f).hydra
+        if not str(hydra.sweeper._target_).endswith("BasicSweeper"):
+            return []
+        params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides([*params, *hydra.overrides.task])
+        (points,) = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # noqa: BLE001  (a multirun.yaml being written, or from another version)
+        return []
+    dirname = hydra.job.config.get("override_dirname") or {}
+    ignored = tuple(dirname.get("exclude_keys") or rundir.name_excluded_keys())
+    keep = lambda o: not o.startswith("hydra.") and override_key(o) not in ignored  # noqa: E731
+    return [(Path(sweep_dir), [o for o in pt if keep(o)]) for pt in points]

@@ -1,0 +1,182 @@
+"""``algo=ppo``: direct RLHF from the base. Policy and reference from the base, the reward model
+this run trains first (unless ``algo.reward_model`` names an export), a value model, PPO with a
+KL leash and a response-length penalty; exports ``<run dir>/policy/``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from mplus import distributed as D
+from mplus import rundir
+from mplus.config import PPOConfig, TrainConfig
+from mplus.hardware import HardwareError
+from mplus.rundir import Summary
+from mplus.stages import register
+from mplus.stages.common import make_trainer, sharded
+from mplus.stages.context import RunContext
+from mplus.stages.evaluation import heldout_eval
+from mplus.stages.resume import rng_state_callback, seed_stage, stage_checkpoint
+from mplus.stages.rm import train_reward_model
+
+log = logging.getLogger(__name__)
+
+
+def check_plan(cfg: TrainConfig) -> None:
+    """Refuse, at start, what PPO's distributed path does not support."""
+    hw, algo = cfg.hardware, cfg.algo
+    world = hw.devices * hw.num_nodes if isinstance(hw.devices, int) else None
+    if hw.strategy == "ddp":
+        raise HardwareError(
+            "algo=ppo trains with several backward passes per step, which DDP's "
+            "reducer does not allow: use hardware.strategy=fsdp"
+        )
+    if world and world > 1:
+        for key in ("rollout_batch_size", "minibatch_size"):
+            if getattr(algo, key) % world:
+                raise HardwareError(
+                    f"algo.{key}={getattr(algo, key)} must be divisible by the "
+                    f"{world} data-parallel ranks of hardware={hw.name}"
+                )
+
+
+def reward_model_for_ppo(rc: RunContext, algo: PPOConfig, summary: Summary) -> Path:
+    """The exported reward model PPO scores with: given, left by an earlier try, or trained now."""
+    if algo.reward_model is not None:
+        path = Path(algo.reward_model)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"algo.reward_model={path}: no exported model (config.json) there"
+            )
+        return path
+    path = rc.run_dir / rundir.REWARD_MODEL
+    if (path / rundir.REWARD_STATS).exists():  # resuming a run whose RM stage finished
+        log.info("Reusing the reward model in %s", path)
+        return path
+    return train_reward_model(rc, algo.rm, summary)
+
+
+@register("ppo", check=check_plan)
+def run(rc: RunContext, summary: Summary) -> None:
+    """PPO from the base; exports ``<run dir>/policy/``; adds ppo/* start/end metrics."""
+    from mplus.export import export_model
+    from mplus.models.builders import disable_dropout
+    from mplus.models.reward import read_reward_stats
+    from mplus.models.value import ValueModel
+    from mplus.modules.ppo import PPOCheckpoint, PPOModule
+    from mplus.rollout import HFGenerateEngine
+
+    cfg, algo = rc.cfg, rc.cfg.algo
+    rm_path = reward_model_for_ppo(rc, algo, summary)
+    if algo.steps <= algo.warmup_steps:
+        log.warning(
+            "algo.steps=%d <= algo.warmup_steps=%d: the whole run is learning-rate "
+            "warmup and never reaches algo.policy_lr",
+            algo.steps,
+            algo.warmup_steps,
+        )
+    t0 = time.time()
+    seed_stage(cfg, "ppo")
+    policy = rc.policy()
+    ref = rc.reference()
+    reward_model = rc.scalar_model(rm_path, trainable=False)
+    value_src = rm_path if algo.value_init == "reward_model" else None  # None: the base
+    value = ValueModel(rc.scalar_model(value_src, trainable=True))
+    for m in (policy, ref, reward_model, value):  # on-policy: the update sees the rollout's model
+        if m is not None:
+            disable_dropout(m)
+
+    g = algo.generation
+    engine = HFGenerateEngine(
+        rc.tokenizer,
+        max_new_tokens=g.max_new_tokens,
+        temperature=0.0 if g.greedy else g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k,
+        stop_strings=tuple(g.stop_strings),
+        max_prompt_length=g.max_prompt_length,
+    )
+    start_file = rc.run_dir / rundir.PPO_START
+    ckpt = stage_checkpoint(cfg, "ppo")
+    resumed = ckpt is not None and start_file.exists()
+
+    def start_eval(m):  # before the first step, with the models set up (sharded, on device)
+        out = heldout_eval(
+            rc,
+            m.policy,
+            ref_model=m.ref_model,
+            reward_model=m.reward_model,
+            title="before PPO",
+            probe=False,
+        )
+        if D.is_rank_zero():
+            start_file.write_text(json.dumps(out))
+        return out
+
+    module = PPOModule(
+        policy=policy,
+        value_model=value,
+        ref_model=ref,
+        reward_model=reward_model,
+        tokenizer=rc.tokenizer,
+        engine=engine,
+        cfg=algo,
+        prompts=rc.data.prompts,
+        reward_stats=read_reward_stats(rm_path),
+        gold_fn=rc.data.gold_fn,
+        seed=cfg.seed,
+        start_eval=None if resumed or not cfg.evaluation.enabled else start_eval,
+    )
+    sharded(module, cfg)
+
+    # The module stops the fit after ``algo.steps`` PPO steps (its own counter); epochs over the
+    # step loader are unbounded, so a finished run resumed with a larger algo.steps goes on.
+    trainer = make_trainer(
+        cfg,
+        "ppo",
+        max_steps=-1,
+        max_epochs=-1,
+        callbacks=[
+            PPOCheckpoint(rundir.checkpoint_dir(rc.run_dir, "ppo"), algo.ckpt_every),
+            rng_state_callback(),
+        ],
+        summary=summary,
+    )
+    steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
+    if ckpt:
+        log.info("Resuming the ppo stage from %s", ckpt)
+    trainer.fit(module, steps, ckpt_path=ckpt, weights_only=True)
+    start = module.start_metrics or (
+        json.loads(start_file.read_text()) if start_file.exists() else {}
+    )
+    end = heldout_eval(
+        rc,
+        module.policy,
+        ref_model=module.ref_model,
+        reward_model=module.reward_model,
+        title="after PPO",
+        summary=summary,
+        logger=trainer.logger,
+        step=module.ppo_step,
+    )
+    for k, v in start.items():
+        summary[f"ppo/{k}_start"] = v
+    for k, v in end.items():
+        if k != "probe_nll":
+            summary[f"ppo/{k}_end"] = v
+    summary["ppo/steps"] = module.ppo_step
+    summary["time/ppo_s"] = round(time.time() - t0, 1)
+    export_model(
+        module.policy,
+        rc.tokenizer,
+        rc.run_dir / rundir.POLICY,
+        dtype=cfg.model.dtype,
+        kind="policy",
+        cfg=cfg,
+        summary=summary,
+    )
+    summary.save()

@@ -331,7 +331,7 @@ class PPOConfig:
     minibatch_size: int = 16  # samples per PPO minibatch; must divide rollout_batch_size
     grad_accum: int = 1  # minibatches per optimizer step
     ppo_epochs: int = 2  # passes over each rollout batch
-    policy_lr: float = 1e-4  # policy AdamW learning rate
+    policy_lr: float = 3e-5  # policy AdamW learning rate
     value_lr: float = 3e-4  # value-model AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay (policy and value model)
     warmup_steps: int = 5  # iterations of linear learning-rate warmup

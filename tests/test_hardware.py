@@ -205,6 +205,7 @@ PPO_FEW = [
     "algo.rollout_batch_size=16",
     "algo.minibatch_size=16",
     "algo.ppo_epochs=1",
+    "algo.policy_lr=1e-4",  # a policy that moves visibly in 3 steps (the check below)
     "algo.generation.greedy=true",
     "evaluation.temperature=0",
     "evaluation.probe_docs=20",

@@ -90,9 +90,6 @@ def evaluate_and_export(rc: RunContext, policy, reference, name: str, trainer, s
 
     ``reference`` builds the frozen base lazily: nothing is loaded with the evaluation off.
     """
-    from mplus import rundir
-    from mplus.export import export_model
-
     cfg = rc.cfg
     if cfg.evaluation.enabled:
         heldout_eval(
@@ -105,12 +102,20 @@ def evaluate_and_export(rc: RunContext, policy, reference, name: str, trainer, s
             logger=trainer.logger,
             step=trainer.global_step,
         )
+    export_policy(rc, policy, summary)
+
+
+def export_policy(rc: RunContext, policy, summary) -> None:
+    """``<run dir>/policy/``: the trained policy as Hugging Face files and its model card."""
+    from mplus import rundir
+    from mplus.export import export_model
+
     export_model(
         policy,
         rc.tokenizer,
         rc.run_dir / rundir.POLICY,
-        dtype=cfg.model.dtype,
+        dtype=rc.cfg.model.dtype,
         kind="policy",
-        cfg=cfg,
+        cfg=rc.cfg,
         summary=summary,
     )

@@ -19,7 +19,7 @@ from mplus.rundir import Summary
 from mplus.stages import register
 from mplus.stages.common import make_trainer, sharded
 from mplus.stages.context import RunContext
-from mplus.stages.evaluation import heldout_eval
+from mplus.stages.evaluation import export_policy, heldout_eval
 from mplus.stages.resume import rng_state_callback, seed_stage, stage_checkpoint
 from mplus.stages.rm import train_reward_model
 
@@ -63,7 +63,6 @@ def reward_model_for_ppo(rc: RunContext, algo: PPOConfig, summary: Summary) -> P
 @register("ppo", check=check_plan)
 def run(rc: RunContext, summary: Summary) -> None:
     """PPO from the base; exports ``<run dir>/policy/``; adds ppo/* start/end metrics."""
-    from mplus.export import export_model
     from mplus.models.builders import disable_dropout
     from mplus.models.reward import read_reward_stats
     from mplus.models.value import ValueModel
@@ -170,13 +169,5 @@ def run(rc: RunContext, summary: Summary) -> None:
             summary[f"ppo/{k}_end"] = v
     summary["ppo/steps"] = module.ppo_step
     summary["time/ppo_s"] = round(time.time() - t0, 1)
-    export_model(
-        module.policy,
-        rc.tokenizer,
-        rc.run_dir / rundir.POLICY,
-        dtype=cfg.model.dtype,
-        kind="policy",
-        cfg=cfg,
-        summary=summary,
-    )
+    export_policy(rc, module.policy, summary)
     summary.save()

@@ -10,13 +10,12 @@ process group.
 
 from mplus.algo.advantages import (
     KL_IN_REWARD,
-    LOSS_AGG_MODES,
     AdvantageFn,
-    aggregate_loss,
     estimator_names,
     get_estimator,
     register_estimator,
 )
+from mplus.algo.aggregation import LOSS_AGG_MODES, aggregate_loss
 from mplus.algo.core import (
     entropy_from_logits,
     logprobs_from_logits,

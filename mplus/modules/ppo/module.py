@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -18,39 +17,16 @@ from mplus import algo as A
 from mplus import distributed as D
 from mplus.models.logprobs import reference_context, token_logprobs
 from mplus.models.reward import score_texts
-from mplus.modules.optim import (
-    TrainingDiverged,
-    adamw_with_warmup,
-    check_finite,
-    count_nonfinite,
-    divergence_advice,
-    grads_of,
-    optimizer_params,
-    stage_checkpoint_path,
-    uses_grad_scaler,
-)
+from mplus.modules.optim import adamw_with_warmup
+from mplus.modules.ppo.metrics import PPOLoggingMixin
+from mplus.modules.ppo.parts import Experience, _seed_all
+from mplus.modules.ppo.update import PPOUpdateMixin
 from mplus.modules.sharding import ShardedModule
 
 FROZEN_PREFIXES = ("ref_model.", "reward_model.")
 
 
-@dataclass
-class Experience:
-    """One rollout batch with everything the update needs; per-token tensors are (B, Tr)."""
-
-    seq: torch.Tensor  # (B, Tq+Tr): the query, then the response ids
-    attn: torch.Tensor  # (B, Tq+Tr)
-    pos: torch.Tensor  # (B, Tq+Tr)
-    q_len: int
-    mask: torch.Tensor
-    old_logprobs: torch.Tensor
-    ref_logprobs: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
-
-
-class PPOModule(ShardedModule, L.LightningModule):
+class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModule):
     """Policy + value trained by PPO against a frozen reward model, with a KL leash to the base.
 
     Args:
@@ -241,161 +217,6 @@ class PPOModule(ShardedModule, L.LightningModule):
         scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
         return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret)
 
-    def update(self, exp: Experience) -> dict:
-        """``ppo_epochs`` passes over shuffled minibatches; returns mean stats over minibatches."""
-        c = self.cfg
-        opt_p, opt_v = self.optimizers()
-        self.policy.train()
-        self.value_model.train()
-        g = torch.Generator().manual_seed(self.seed * 7919 + self.ppo_step)
-        n = exp.seq.shape[0]
-        acc: dict[str, list[float]] = {}
-        n_mb = 0
-        for _ in range(c.ppo_epochs):
-            for idx in torch.randperm(n, generator=g).split(c.minibatch_size // D.world_size()):
-                idx = idx.to(self.device)
-                st = self._minibatch_step(exp, idx)
-                for k, v in st.items():
-                    acc.setdefault(k, []).append(v)
-                n_mb += 1
-                if n_mb % c.grad_accum == 0:
-                    for name, opt in (("policy", opt_p), ("value", opt_v)):
-                        params = optimizer_params(opt)
-                        if not uses_grad_scaler(self.trainer):  # 16-mixed skips inf steps itself
-                            self._check_finite(
-                                grads_of(params),
-                                name,
-                                "gradients",
-                                "stopped before the optimiser step, the weights are unchanged",
-                            )
-                        self.clip_gradients(
-                            opt,
-                            gradient_clip_val=c.grad_clip or None,
-                            gradient_clip_algorithm="norm",
-                        )
-                        opt.step()
-                        opt.zero_grad(set_to_none=True)
-                        self._check_finite(
-                            params,
-                            name,
-                            "parameters",
-                            "the optimiser step made them so; stopping before they are saved",
-                        )
-        for sch in self.lr_schedulers():
-            sch.step()
-        return {k: sum(v) / len(v) for k, v in acc.items()}
-
-    def _check_finite(self, tensors, model: str, what: str, after: str) -> None:
-        """Stop at the first NaN/inf gradient (before the step) or parameter (after it)."""
-        bad, total = count_nonfinite(tensors)
-        if not bad:
-            return
-        step, key = self.ppo_step + 1, f"{model}_lr"
-        advice = divergence_advice(
-            None if self.saved_step is None else f"after PPO step {self.saved_step}",
-            f"start again with a lower algo.{key} (now {getattr(self.cfg, key):g}) or check "
-            "the rewards",
-            stage_checkpoint_path(self.trainer, "ppo"),
-        )
-        raise TrainingDiverged(
-            f"ppo: the {model} {what} are non-finite (NaN/inf in {bad} of {total} tensors) in "
-            f"PPO step {step}: {after}. {advice}",
-            step=step,
-        )
-
-    def _minibatch_step(self, exp: Experience, idx) -> dict:
-        c = self.cfg
-        mask = exp.mask[idx]
-        share = D.token_share(mask)  # this rank's part of the global token mean (1 alone)
-        logp, logits = self._logprobs(
-            self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len
-        )
-        pl = A.policy_loss(
-            logp, exp.old_logprobs[idx], exp.advantages[idx], mask, c.clip_eps, c.dual_clip
-        )
-        entropy = A.masked_mean(A.entropy_from_logits(logits), mask)
-        loss = pl.loss - c.entropy_coef * entropy
-        if not c.kl.in_reward:
-            kl = A.masked_mean(A.kl_estimate(logp, exp.ref_logprobs[idx], c.kl.estimator), mask)
-            loss = loss + self.kl_ctl.value * kl
-        check_finite(loss, "ppo/policy_loss", self.ppo_step + 1)  # the step it logs at
-        self.manual_backward(loss * share / c.grad_accum)
-
-        v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
-        vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
-        check_finite(vl.loss, "ppo/value_loss", self.ppo_step + 1)
-        self.manual_backward(vl.loss * share / c.grad_accum)
-        # weighted by the token share, so their mean over ranks is the global token mean
-        w = float(share)
-        return {
-            "policy_loss": float(pl.loss.detach()) * w,
-            "value_loss": float(vl.loss.detach()) * w,
-            "clipfrac": float(pl.clipfrac) * w,
-            "approx_kl": float(pl.approx_kl) * w,
-            "entropy": float(entropy.detach()) * w,
-            "value_clipfrac": float(vl.clipfrac) * w,
-        }
-
-    # ------------------------------------------------------------ logging
-
-    def log_step(self, ro, scores, exp: Experience, stats: dict, seconds: float) -> None:
-        m = {
-            "ppo/reward_mean": scores["rm_raw"].mean(),
-            "ppo/score_mean": scores["score"].mean(),
-            "ppo/kl": scores["kl_seq_mean"],
-            "ppo/kl_coef": self.kl_ctl.value,
-            "ppo/entropy": stats["entropy"],
-            "ppo/policy_loss": stats["policy_loss"],
-            "ppo/value_loss": stats["value_loss"],
-            "ppo/clipfrac": stats["clipfrac"],
-            "ppo/value_clipfrac": stats["value_clipfrac"],
-            "ppo/approx_kl": stats["approx_kl"],
-            "ppo/explained_variance": A.explained_variance(
-                exp.values, exp.returns, exp.mask, reduce=D.all_reduce_sum
-            ),
-            "ppo/advantage_mean": scores["advantage_mean_raw"],
-            "ppo/response_length_mean": scores["lengths"].float().mean(),
-            "ppo/stop_rate": scores["stopped"].float().mean(),
-            "ppo/length_penalty_mean": scores["length_penalty"].mean(),
-            "ppo/lr": self.optimizers()[0].param_groups[0]["lr"],
-            "perf/rollout_tokens_per_s": ro.tokens_per_s,
-            "perf/step_s": seconds,
-            "perf/train_tokens_per_s": stats["train_tokens_per_s"],
-        }
-        if torch.cuda.is_available():
-            m["perf/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        if "gold" in scores:
-            m["ppo/gold_reward_mean"] = scores["gold"].mean()
-        m = {k: float(v) for k, v in m.items()}
-        if D.is_distributed():  # per-rank means of equal-sized slices -> means over all ranks
-            keys = [k for k in m if k not in _GLOBAL_METRICS]
-            avg = D.all_reduce_sum(torch.tensor([m[k] for k in keys], dtype=torch.float64))
-            m.update({k: float(v) / D.world_size() for k, v in zip(keys, avg, strict=True)})
-            for k in ("perf/rollout_tokens_per_s", "perf/train_tokens_per_s"):
-                m[k] *= D.world_size()  # all ranks together
-        if self.logger is not None:
-            self.logger.log_metrics(m, step=self.ppo_step)
-            if self.cfg.sample_every and self.ppo_step % self.cfg.sample_every == 0:
-                self._log_samples(ro, scores)
-        self.log_dict(
-            {
-                "reward": m["ppo/reward_mean"],
-                "kl": m["ppo/kl"],
-                **({"gold": m["ppo/gold_reward_mean"]} if "gold" in scores else {}),
-            },
-            prog_bar=True,
-            logger=False,
-            on_step=True,
-        )
-
-    def _log_samples(self, ro, scores, k: int = 4) -> None:
-        rows = ["| prompt | response | reward |", "|---|---|---|"]
-        for i in range(min(k, len(ro.prompts))):
-            p = ro.prompts[i][-120:].replace("\n", "\\n").replace("|", "/")
-            r = ro.responses[i].replace("\n", "\\n").replace("|", "/")
-            rows.append(f"| {p} | {r} | {float(scores['rm_raw'][i]):.2f} |")
-        self.logger.experiment.add_text("ppo/samples", "\n".join(rows), self.ppo_step)
-
     # ------------------------------------------------------------ optimisers and checkpoints
 
     def configure_optimizers(self):
@@ -430,33 +251,3 @@ class PPOModule(ShardedModule, L.LightningModule):
         self.kl_ctl.load_state_dict(st["kl_ctl"])
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])
-
-
-# metrics that are the same on every rank already (computed from all-rank statistics)
-_GLOBAL_METRICS = frozenset(
-    {"ppo/kl", "ppo/kl_coef", "ppo/advantage_mean", "ppo/lr", "ppo/explained_variance"}
-)
-
-
-def _seed_all(seed: int) -> None:
-    """Each PPO step reseeds from (run seed, step): a resumed run samples what it would have."""
-    seed %= 2**31
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-class PPOCheckpoint(L.Callback):
-    """Saves ``last.ckpt`` every ``every`` PPO steps and at the last one.
-
-    Not ``ModelCheckpoint(every_n_train_steps=...)``: with manual optimisation ``global_step``
-    counts optimiser steps (two optimisers, several minibatches per PPO step).
-    """
-
-    def __init__(self, dirpath, every: int):
-        self.dirpath, self.every = dirpath, every
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module.stepped and (
-            pl_module.ppo_step % self.every == 0 or pl_module.ppo_step == pl_module.cfg.steps
-        ):
-            trainer.save_checkpoint(f"{self.dirpath}/last.ckpt", weights_only=False)

@@ -1,22 +1,8 @@
-"""Checks at start that need no model, run by ``mplus.train`` right after the config is validated
-and before the tokenizer, the data or any model is built.
-
-What they refuse, each with one :class:`mplus.errors.UserError` naming the key and the path:
-
-* ``run_dir`` that is a file, or under one;
-* ``model.name_or_path`` / ``algo.reward_model`` / ``evaluation.reward_model`` that is not a model
-  folder, or whose only weights are pickled (``pytorch_model.bin``) without
-  ``model.allow_pickle=true``;
-* ``ckpt_path`` that is missing, truncated or corrupt, not an mplus checkpoint, from another stage
-  (an RM checkpoint given to PPO), or whose pickle calls anything a weights-only load refuses;
-* ``data.files`` that cannot be read (file and line) or none of whose rows is a usable pair.
-
-Light on purpose (the standard library, :mod:`mplus.data.hh`, no torch): a refusal comes in about
-a second. A checkpoint is inspected without unpickling it (:mod:`pickletools` lists its strings and
-the globals it would import). A global outside torch's own modules is refused outright (a
-weights-only load refuses it too); torch is imported only for a global of its modules that is
-not on the short list every mplus checkpoint uses, to let ``torch.load(weights_only=True)``
-judge it.
+"""Start-of-run checks of ``ckpt_path``: a checkpoint is inspected without unpickling it
+(:mod:`pickletools` lists its strings and the globals it would import). A global outside torch's
+own modules is refused outright (a weights-only load refuses it too); torch is imported only for a
+global of its modules that is not on the short list every mplus checkpoint uses, to let
+``torch.load(weights_only=True)`` judge it.
 """
 
 from __future__ import annotations
@@ -26,18 +12,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mplus.config import ConfigError
-from mplus.errors import CheckpointError, ModelFilesError
-
-__all__ = [
-    "LAST",
-    "check_checkpoint",
-    "check_data",
-    "check_model_dir",
-    "check_model_weights",
-    "checkpoint_stage",
-    "preflight",
-]
+from mplus.errors import CheckpointError
 
 # ``ckpt_path=last``: the newest checkpoint of this run dir, found by the pipeline at resume time.
 LAST = "last"
@@ -46,102 +21,6 @@ LAST = "last"
 _RESUMABLE = ("rm", "sft", "dpo", "ppo")
 # one-file checkpoints up to this size have every member's CRC checked (~1 s per GiB)
 CRC_CHECK_MAX_BYTES = 2 << 30
-
-
-def preflight(cfg) -> None:
-    """Every check above on a validated :class:`mplus.config.TrainConfig`, cheapest first.
-
-    Raises:
-        mplus.errors.UserError: the first problem found, naming the key and the path.
-    """
-    check_run_dir(cfg.run_dir)
-    check_model_dir(
-        cfg.model.name_or_path, "model.name_or_path", allow_pickle=cfg.model.allow_pickle, hub=True
-    )
-    if cfg.algo.name == "ppo" and cfg.algo.reward_model is not None:
-        check_model_dir(
-            cfg.algo.reward_model, "algo.reward_model", allow_pickle=cfg.model.allow_pickle
-        )
-    if cfg.algo.name in ("none", "sft", "dpo") and cfg.evaluation.reward_model is not None:
-        check_model_dir(
-            cfg.evaluation.reward_model,
-            "evaluation.reward_model",
-            allow_pickle=cfg.model.allow_pickle,
-        )
-    check_checkpoint(cfg.ckpt_path, cfg.algo.name)
-    check_data(cfg.data)
-
-
-# ---------------------------------------------------------------- run dir
-
-
-def check_run_dir(run_dir: str) -> None:
-    p = Path(run_dir).expanduser()
-    for q in (p, *p.parents):
-        if q.exists():
-            if not q.is_dir():
-                where = "is a file" if q == p else f"is under {q}, which is a file"
-                raise ConfigError(f"run_dir={run_dir}: {where}, not a directory")
-            return
-
-
-# ---------------------------------------------------------------- models
-
-
-def _looks_like_path(spec: str) -> bool:
-    from mplus.eval.common import looks_like_path  # light: no torch
-
-    return looks_like_path(spec)
-
-
-def check_model_dir(spec: str | None, key: str, *, allow_pickle: bool, hub: bool = False) -> None:
-    """A local model folder must hold ``config.json`` and loadable weights.
-
-    ``hub``: ``spec`` may also be a hub id (anything that does not look like a path and is not
-    there); a hub model is checked when it loads (safetensors only, see
-    :func:`mplus.models.builders.from_pretrained_kwargs`).
-
-    Raises:
-        ModelFilesError: ``"<key>=<spec>: <what is wrong>"``.
-    """
-    if spec is None:
-        return
-    p = Path(str(spec)).expanduser()
-    if not p.exists():
-        if hub and not _looks_like_path(str(spec)):
-            return
-        raise ModelFilesError(f"{key}={spec}: no such directory")
-    if not p.is_dir():
-        raise ModelFilesError(f"{key}={spec}: a file, not a model folder")
-    if not (p / "config.json").is_file():
-        raise ModelFilesError(f"{key}={spec}: no config.json there (not an exported model folder)")
-    check_model_weights(p, allow_pickle=allow_pickle, label=f"{key}={spec}")
-
-
-def check_model_weights(
-    folder: str | Path, *, allow_pickle: bool, label: str | None = None
-) -> None:
-    """Refuse a model folder whose only weights are pickled, unless ``allow_pickle``.
-
-    Unpickling a file can run any code it names (a ``pytorch_model.bin`` is a pickle);
-    safetensors holds only tensors. ``label`` starts the message (default: the folder).
-
-    Raises:
-        ModelFilesError: no weights at all, or only pickled ones without ``allow_pickle``.
-    """
-    p = Path(folder)
-    label = label or str(folder)
-    if any(p.glob("*.safetensors")):
-        return
-    pickled = sorted(x.name for x in p.glob("*.bin"))
-    if not pickled:
-        raise ModelFilesError(f"{label}: no model weights (*.safetensors) there")
-    if not allow_pickle:
-        raise ModelFilesError(
-            f"{label}: only pickled weights ({pickled[0]}) there, and loading a pickle can run "
-            "code: convert them to safetensors, or set model.allow_pickle=true if you trust the "
-            "files"
-        )
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -388,39 +267,3 @@ def check_checkpoint(ckpt_path: str | None, algo: str) -> None:
             f"{key}: a checkpoint of the {stage} stage (algo={stage}), not of algo={algo}; "
             f"resume algo={algo} from its own checkpoints/{algo}/ or drop ckpt_path"
         )
-
-
-# ---------------------------------------------------------------- data
-
-
-def check_data(data_cfg) -> None:
-    """Each ``data.files`` entry (``data=hh_rlhf``) reads and holds at least one usable row.
-
-    The length limit (``data.max_length``) needs the tokenizer and is checked when the data is
-    built (:func:`mplus.data.build.build_preference_data`); the rows read here are handed to
-    that build (:func:`mplus.data.hh.read_ahead`), not read twice. Hub subsets (no files) are
-    checked by name only.
-
-    Raises:
-        mplus.data.hh.DataFileError: naming the file (and line), or "no usable pairs in <file>".
-        ConfigError: an unknown subset in ``data.mix``, or an empty ``data.files`` list.
-    """
-    if data_cfg.name != "hh_rlhf":
-        return
-    from mplus.data import hh
-
-    if data_cfg.files is None:
-        for subset in data_cfg.mix:
-            if subset not in hh.HH_SUBSETS:
-                raise ConfigError(
-                    f"data.mix.{subset}: unknown HH-RLHF subset; valid "
-                    f"subsets: {', '.join(hh.HH_SUBSETS)}"
-                )
-        return
-    files = [data_cfg.files] if isinstance(data_cfg.files, str) else list(data_cfg.files)
-    if not files:
-        raise ConfigError("data.files: an empty list; give a file, or null for the hub")
-    for f in files:
-        rows = hh.read_ahead(f)
-        pairs, skipped = hh.parse_rows(rows, hh.subset_from_filename(f))
-        hh.check_usable(pairs, skipped, str(f), len(rows))

@@ -1,0 +1,235 @@
+"""Schemas of the ``algo`` group: the supervised-style stages (rm, dpo, sft), PPO and its parts
+(generation, length penalty, KL, reward), and ``none``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from mplus.config_common import _check, _in
+
+# ---------------------------------------------------------------- algo
+
+
+@dataclass
+class StageConfig:
+    """What every supervised-style stage (rm, dpo, sft) shares: batches, AdamW, schedule."""
+
+    name: str = MISSING  # the algorithm (conf/algo/<name>.yaml)
+    batch_size: int = 32  # examples per micro-batch (preference pairs; sft: chosen responses)
+    lr: float = 1e-3  # peak AdamW learning rate (linear warmup, then cosine decay)
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_ratio: float = 0.05  # share of max_steps spent in linear warmup
+    max_steps: int = 200  # optimizer steps
+    grad_clip: float = 1.0  # gradient-norm clip; 0 = none
+    val_every: int = 100  # steps between validations (and checkpoints)
+    accumulate_grad_batches: int = 1  # micro-batches per optimizer step
+
+    def __post_init__(self) -> None:
+        for k in ("batch_size", "max_steps", "val_every", "accumulate_grad_batches"):
+            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
+        _check(self.lr > 0, "algo.lr", "must be > 0")
+        _check(0 <= self.warmup_ratio < 1, "algo.warmup_ratio", "must be in [0, 1)")
+        _check(self.grad_clip >= 0, "algo.grad_clip", "must be >= 0")
+
+
+@dataclass
+class RMConfig(StageConfig):
+    """Reward-model stage (Bradley-Terry on preference pairs)."""
+
+    name: str = "rm"  # the algorithm (conf/algo/<name>.yaml)
+    max_steps: int = 300  # optimizer steps
+    val_every: int = 150  # steps between validations (and checkpoints)
+    margin: float = 0.0  # Bradley-Terry margin: loss -log sigmoid(r_chosen - r_rejected - margin)
+
+
+@dataclass
+class GenerationConfig:
+    """PPO's rollouts: how responses to the training prompts are sampled."""
+
+    max_new_tokens: int = 24  # longest response, tokens
+    temperature: float = 1.0  # sampling temperature (> 0: the update needs sampled log-probs)
+    top_p: float = 1.0  # nucleus sampling; 1 = off
+    top_k: int = 0  # top-k sampling; 0 = off
+    # where a response ends besides EOS; algo=ppo sets it to evaluation.stop_strings
+    stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
+    max_prompt_length: int = 192  # longer prompts are cut from the left, tokens
+    # Greedy rollouts for reproducibility checks and debugging only (e.g. one process vs two must
+    # generate the same tokens): log-probs stay at `temperature`, so PPO's ratio is that of the
+    # sampling policy the greedy one approximates. Not for real training.
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens > 0, "algo.generation.max_new_tokens", "must be > 0")
+        # PPO's rollouts: the update scores the sampled tokens with log-probs at this temperature,
+        # so it must be a sampling temperature; greedy decoding (0) is for held-out evaluation
+        _check(
+            self.temperature > 0,
+            "algo.generation.temperature",
+            f"must be > 0 for PPO rollouts, got {self.temperature}: the policy is trained on "
+            "log-probs of sampled responses at this temperature, and 0 (greedy) has none. "
+            "For greedy held-out evaluation set evaluation.temperature=0 (greedy rollouts for "
+            "reproducibility checks: algo.generation.greedy=true)",
+        )
+        _check(0 < self.top_p <= 1, "algo.generation.top_p", "must be in (0, 1]")
+        _check(self.top_k >= 0, "algo.generation.top_k", "must be >= 0")
+
+
+@dataclass
+class LengthPenaltyConfig:
+    """A reward penalty on response length (against reward hacking by long answers)."""
+
+    coef: float = 0.0  # the penalty at max_new_tokens, subtracted from the score; 0 = off
+    # linear: coef * length / max_new_tokens | overlong: 0 up to threshold, then a linear ramp
+    # that reaches coef at max_new_tokens
+    kind: str = "linear"
+    threshold: int | None = None  # tokens, for kind=overlong (default 0.75 * max_new_tokens)
+
+    def __post_init__(self) -> None:
+        _check(self.coef >= 0, "algo.length_penalty.coef", f"must be >= 0, got {self.coef}")
+        _in(self.kind, ("linear", "overlong"), "algo.length_penalty.kind")
+
+
+@dataclass
+class KLConfig:
+    """The KL leash to the frozen reference (the base model)."""
+
+    coef: float = 0.05  # KL coefficient (the adaptive controller's initial value)
+    estimator: str = "k1"  # per-token KL estimator: k1 (log ratio) | k2 | k3 (Schulman)
+    controller: str = "fixed"  # fixed | adaptive (moves coef towards target; Ziegler et al.)
+    target: float = 6.0  # adaptive controller: the KL it steers towards
+    horizon: int = 10000  # adaptive controller: samples over which the coefficient adapts
+    in_reward: bool = True  # the KL penalty is part of the reward (true) or a loss term (false)
+
+    def __post_init__(self) -> None:
+        _check(self.coef >= 0, "algo.kl.coef", f"must be >= 0, got {self.coef}")
+        _in(self.estimator, ("k1", "k2", "k3"), "algo.kl.estimator")
+        _in(self.controller, ("fixed", "adaptive"), "algo.kl.controller")
+        _check(self.target > 0, "algo.kl.target", "must be > 0")
+        _check(self.horizon > 0, "algo.kl.horizon", "must be > 0")
+        # As a loss term the estimator is differentiated through log p at fixed samples: k1's
+        # expected gradient is E[grad log p] = 0, k2's is exactly grad KL(policy || ref), k3's is
+        # grad KL(ref || policy) (GRPO's choice). In the reward any of them works.
+        _check(
+            self.in_reward or self.estimator != "k1",
+            "algo.kl.estimator",
+            "k1 has zero expected gradient as a loss term (algo.kl.in_reward=false): "
+            "use k2 (exact gradient of KL) or k3",
+        )
+
+
+@dataclass
+class RewardConfig:
+    """How the reward model's scores become PPO rewards."""
+
+    normalize: bool = True  # with the reward model's validation mean/std
+    clip: float | None = 5.0  # clip the (normalized) score to [-clip, clip]; null = no clip
+
+    def __post_init__(self) -> None:
+        _check(self.clip is None or self.clip > 0, "algo.reward.clip", "must be > 0 or null")
+
+
+@dataclass
+class PPOConfig:
+    """Direct RLHF: policy and reference from the base model, a reward model (trained in this run
+    unless ``reward_model`` points at an export), PPO with a KL leash and a length penalty."""
+
+    name: str = "ppo"  # the algorithm (conf/algo/<name>.yaml)
+    # exported reward_model/ dir; null = train one in this run (algo=ppo sets it to
+    # evaluation.reward_model)
+    reward_model: str | None = None
+    rm: RMConfig = field(default_factory=RMConfig)  # the reward-model stage: algo/rm.yaml
+    value_init: str = "reward_model"  # the value model starts from: reward_model | base
+    steps: int = 60  # PPO iterations (rollout + update)
+    rollout_batch_size: int = 32  # prompts sampled per iteration
+    minibatch_size: int = 16  # samples per PPO minibatch; must divide rollout_batch_size
+    grad_accum: int = 1  # minibatches per optimizer step
+    ppo_epochs: int = 2  # passes over each rollout batch
+    policy_lr: float = 3e-5  # policy AdamW learning rate
+    value_lr: float = 3e-4  # value-model AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay (policy and value model)
+    warmup_steps: int = 5  # iterations of linear learning-rate warmup
+    grad_clip: float = 1.0  # gradient-norm clip; 0 = none
+    gamma: float = 1.0  # discount per token
+    lam: float = 0.95  # GAE lambda
+    clip_eps: float = 0.2  # PPO ratio clip
+    value_clip_eps: float | None = 0.2  # value-prediction clip around the old values; null = off
+    dual_clip: float | None = None  # dual-clip PPO bound on negative advantages (> 1); null = off
+    entropy_coef: float = 0.0  # entropy bonus coefficient
+    whiten_advantages: bool = True  # normalize advantages per rollout batch
+    missing_stop_penalty: float = 0.0  # reward penalty for a response ended by max_new_tokens
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # rollout sampling
+    reward: RewardConfig = field(default_factory=RewardConfig)  # reward-model score -> reward
+    # a reward penalty on response length
+    length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
+    kl: KLConfig = field(default_factory=KLConfig)  # KL leash to the reference
+    sample_every: int = 10  # iterations between logged sample responses
+    ckpt_every: int = 10  # iterations between checkpoints
+
+    def __post_init__(self) -> None:
+        _in(self.value_init, ("reward_model", "base"), "algo.value_init")
+        for k in ("steps", "rollout_batch_size", "minibatch_size", "grad_accum", "ppo_epochs"):
+            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
+        _check(
+            self.rollout_batch_size % self.minibatch_size == 0,
+            "algo.minibatch_size",
+            "must divide algo.rollout_batch_size",
+        )
+        _check(
+            (self.rollout_batch_size // self.minibatch_size) % self.grad_accum == 0,
+            "algo.grad_accum",
+            "must divide the number of minibatches per rollout",
+        )
+        for k in ("policy_lr", "value_lr"):
+            _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
+        _check(0 <= self.gamma <= 1, "algo.gamma", "must be in [0, 1]")
+        _check(0 <= self.lam <= 1, "algo.lam", "must be in [0, 1]")
+        _check(self.clip_eps > 0, "algo.clip_eps", "must be > 0")
+        _check(self.dual_clip is None or self.dual_clip > 1, "algo.dual_clip", "must be > 1")
+        _check(self.missing_stop_penalty >= 0, "algo.missing_stop_penalty", "must be >= 0")
+        _check(self.entropy_coef >= 0, "algo.entropy_coef", "must be >= 0")
+        lp = self.length_penalty
+        if lp.kind == "overlong" and lp.threshold is not None:
+            _check(
+                0 <= lp.threshold < self.generation.max_new_tokens,
+                "algo.length_penalty.threshold",
+                "must be in [0, algo.generation.max_new_tokens)",
+            )
+
+
+@dataclass
+class DPOConfig(StageConfig):
+    """DPO from the base (no SFT first): frozen reference = the base (LoRA: adapter disabled)."""
+
+    name: str = "dpo"  # the algorithm (conf/algo/<name>.yaml)
+    lr: float = 1e-4  # peak AdamW learning rate (linear warmup, then cosine decay)
+    beta: float = 0.3  # DPO temperature: strength of the implicit KL to the reference
+    loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
+    label_smoothing: float = 0.0  # conservative DPO: assumed share of flipped labels (sigmoid)
+    precompute_ref: bool = True  # reference log-probs once for the dataset, before training
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.beta > 0, "algo.beta", "must be > 0")
+        _in(self.loss_type, ("sigmoid", "ipo", "hinge"), "algo.loss_type")
+        _check(0 <= self.label_smoothing <= 0.5, "algo.label_smoothing", "must be in [0, 0.5]")
+        _check(
+            self.label_smoothing == 0 or self.loss_type == "sigmoid",
+            "algo.label_smoothing",
+            "only applies to loss_type=sigmoid",
+        )
+
+
+@dataclass
+class SFTConfig(StageConfig):
+    """Supervised fine-tuning on the chosen responses (loss on response tokens only)."""
+
+    name: str = "sft"  # the algorithm (conf/algo/<name>.yaml)
+
+
+@dataclass
+class NoneConfig:
+    """No training: evaluate the base model itself on the held-out evaluation."""
+
+    name: str = "none"  # the algorithm (conf/algo/<name>.yaml)

@@ -1,0 +1,50 @@
+"""The pieces of PPO outside :class:`mplus.modules.ppo.PPOModule`: the rollout batch
+(:class:`Experience`), per-step seeding, and the checkpoint callback."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+
+
+@dataclass
+class Experience:
+    """One rollout batch with everything the update needs; per-token tensors are (B, Tr)."""
+
+    seq: torch.Tensor  # (B, Tq+Tr): the query, then the response ids
+    attn: torch.Tensor  # (B, Tq+Tr)
+    pos: torch.Tensor  # (B, Tq+Tr)
+    q_len: int
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def _seed_all(seed: int) -> None:
+    """Each PPO step reseeds from (run seed, step): a resumed run samples what it would have."""
+    seed %= 2**31
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class PPOCheckpoint(L.Callback):
+    """Saves ``last.ckpt`` every ``every`` PPO steps and at the last one.
+
+    Not ``ModelCheckpoint(every_n_train_steps=...)``: with manual optimisation ``global_step``
+    counts optimiser steps (two optimisers, several minibatches per PPO step).
+    """
+
+    def __init__(self, dirpath, every: int):
+        self.dirpath, self.every = dirpath, every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.stepped and (
+            pl_module.ppo_step % self.every == 0 or pl_module.ppo_step == pl_module.cfg.steps
+        ):
+            trainer.save_checkpoint(f"{self.dirpath}/last.ckpt", weights_only=False)

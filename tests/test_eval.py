@@ -213,6 +213,7 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 def test_all_suites_two_models_side_by_side(assets, tmp_path):
     out = tmp_path / "eval"
     proc, log = _run_eval(
@@ -327,6 +328,7 @@ class _Judge(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 def test_openai_compatible_judge_garbage_costs_only_that_question(assets, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -402,6 +404,7 @@ def test_bad_input_is_one_clear_line(assets, tmp_path, case):
     assert "Traceback" not in log
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 def test_training_run_ends_with_the_suites(run_train, assets):
     """``evaluation.suites`` runs mplus.eval on the run's policy/ and its base at the end."""
     _, run_dir = run_train(

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO, read_summary
@@ -380,6 +381,7 @@ def test_reward_model_export_keeps_right_padding_and_documents_its_score(tmp_pat
 # ---------------------------------------------------------------- through the entry point
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 def test_sft_run_exports_a_policy_that_batch_generates_like_one_at_a_time(run_train):
     _, run_dir = run_train(
         "algo=sft",

@@ -66,6 +66,7 @@ def test_gpu_options_refuse_without_cuda(opt):
         check_hardware(_compose(f"hardware={opt}").hardware)
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 @NO_CUDA
 def test_gpu_option_refusal_is_one_clear_line_from_the_cli(tmp_path):
     proc = subprocess.run(
@@ -89,6 +90,7 @@ def test_gpu_option_refusal_is_one_clear_line_from_the_cli(tmp_path):
     assert not (tmp_path / "cache").exists()  # refused before building anything
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 def test_flash_attention_without_the_package_says_how_to_install(tmp_path):
     proc = subprocess.run(
         [

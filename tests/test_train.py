@@ -186,6 +186,7 @@ def read_scalars_file(path):
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow  # end to end through a subprocess: CI's slow set runs it
 @pytest.mark.skipif(not HH_FILE.exists(), reason="shared HH-RLHF sample not present")
 def test_reward_model_on_real_hh_rows(run_train):
     _, run_dir = run_train(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import math
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from torch.testing import assert_close
 
 from mplus.algo import explained_variance, masked_mean, masked_moments, masked_var, masked_whiten
 from mplus.distributed import all_reduce_sum
+from tests.unit.fake_ranks import Ranks
 
 ALGO_DIR = Path(__file__).resolve().parents[2] / "mplus" / "algo"
 
@@ -26,48 +26,6 @@ X = torch.tensor([[1.0, 2.0, 3.0, NAN], [5.0, INF, -INF, NAN]])
 MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
 # mean 11/4; squared deviations 3.0625 + 0.5625 + 0.0625 + 5.0625 = 8.75
 MEAN, VAR_BIASED, VAR_UNBIASED = 2.75, 8.75 / 4, 8.75 / 3
-
-
-class Ranks:
-    """``n`` threads standing in for ``n`` data-parallel processes."""
-
-    def __init__(self, n: int):
-        self.n, self._barrier, self._slots = n, threading.Barrier(n), [None] * n
-        self.calls = 0
-
-    def reduce(self, r: int):
-        def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
-            self._slots[r] = t.detach().clone()
-            self._barrier.wait()
-            out = self._slots[0].clone()
-            for s in self._slots[1:]:
-                out = out + s
-            if r == 0:
-                self.calls += 1
-            self._barrier.wait()  # nobody overwrites a slot before every rank has read it
-            return out
-
-        return sum_over_ranks
-
-    def run(self, fn):
-        """``[fn(rank, reduce) for each rank]``, the ranks running concurrently."""
-        out, errors = [None] * self.n, []
-
-        def target(r):
-            try:
-                out[r] = fn(r, self.reduce(r))
-            except BaseException as e:  # noqa: BLE001 - re-raised below, in the test's thread
-                errors.append(e)
-                self._barrier.abort()
-
-        threads = [threading.Thread(target=target, args=(r,)) for r in range(self.n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        if errors:
-            raise errors[0]
-        return out
 
 
 def _rows(n_ranks: int, *tensors):

@@ -39,22 +39,27 @@ def cache_dir(tmp_path_factory) -> Path:
     return d
 
 
+def train_command(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> list[str]:
+    """``python -m mplus.train`` on the test base, writing into ``run_dir``, no progress bars."""
+    return [
+        sys.executable,
+        "-m",
+        "mplus.train",
+        *model,
+        f"cache_dir={cache_dir}",
+        f"hydra.run.dir={run_dir}",
+        "progress_bar=false",
+        *overrides,
+    ]
+
+
 @pytest.fixture
 def run_train(cache_dir, tmp_path):
     """Run ``python -m mplus.train`` in a subprocess; returns (CompletedProcess, run_dir)."""
 
     def _run(*overrides: str, run_dir: Path | None = None, check: bool = True):
         run_dir = run_dir or tmp_path / "run"
-        cmd = [
-            sys.executable,
-            "-m",
-            "mplus.train",
-            *TEST_MODEL,
-            f"cache_dir={cache_dir}",
-            f"hydra.run.dir={run_dir}",
-            "progress_bar=false",
-            *overrides,
-        ]
+        cmd = train_command(cache_dir, run_dir, *overrides)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
         if check and proc.returncode != 0:

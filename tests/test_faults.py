@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import lightning as L
 import pytest
 import torch
 
-from tests.conftest import REPO, TEST_MODEL, read_summary
+from tests.conftest import REPO, read_summary, train_command
 
 # cheap PPO: a given reward model, no held-out evaluation, 16 rollouts per step
 PPO_CHEAP = [
@@ -40,17 +39,7 @@ RM_CHEAP = [
 ]
 
 
-def _command(cache_dir: Path, run_dir: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mplus.train",
-        *TEST_MODEL,
-        f"cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-        "progress_bar=false",
-        *overrides,
-    ]
+_command = train_command
 
 
 def _env() -> dict:

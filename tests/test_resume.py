@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, TEST_MODEL, read_summary
+from tests.conftest import REPO, TEST_MODEL, read_summary, train_command
 
 # TensorBoard stores float32; two processes doing the same float32 work on the same machine agree
 # to the bit, so the tolerance only absorbs the float32 rounding of a value logged as float64.
@@ -75,17 +74,7 @@ PPO = [
 # ---------------------------------------------------------------- running and killing
 
 
-def _command(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mplus.train",
-        *model,
-        f"cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-        "progress_bar=false",
-        *overrides,
-    ]
+_command = train_command
 
 
 def _run(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> None:

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from tests.conftest import HH_FILE, REPO, TEST_MODEL, read_scalars, read_summary
+from tests.conftest import HH_FILE, REPO, read_scalars, read_summary, train_command
 
 RM_FAST = [
     "algo=rm",
@@ -134,21 +133,16 @@ def test_ppo_end_to_end(run_train, cache_dir):
 @pytest.mark.slow
 def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
     run_dir = tmp_path / "ppo-kill"
-    args = [
-        sys.executable,
-        "-m",
-        "mplus.train",
-        *TEST_MODEL,
-        f"cache_dir={cache_dir}",
-        f"hydra.run.dir={run_dir}",
-        "progress_bar=false",
+    args = train_command(
+        cache_dir,
+        run_dir,
         "algo.steps=8",
         "algo.ckpt_every=2",
         "algo.rm.max_steps=20",
         "algo.rollout_batch_size=8",
         "algo.minibatch_size=8",
         "data.num_eval_prompts=8",
-    ]
+    )
     proc = subprocess.Popen(
         args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

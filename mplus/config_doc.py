@@ -194,14 +194,24 @@ def render() -> str:
         cls = DATA_SCHEMAS[o]
         out += [f"#### `data={o}`", "", *_intro(cls), *table(rows(cls, node, "data."))]
 
-    from mplus.config import ALGO_SCHEMAS
+    from mplus.config import ALGO_SCHEMAS, RL_ALGOS
 
     algos = sorted(options("algo"), key=lambda a: (a != default_choice["algo"], a))
     out += [f"### `algo` (options: {', '.join(options('algo'))})", ""]
+    ppo = composed("train", ("algo=ppo",))["algo"]
     for o in algos:
+        if o in RL_ALGOS and o != "ppo":  # algo=ppo's schema and values, a few keys changed
+            continue
         node = composed("train", (f"algo={o}",))["algo"]
         cls = ALGO_SCHEMAS[o]
         out += [f"#### `algo={o}`", "", *_intro(cls), *table(rows(cls, node, "algo."))]
+        if o == "ppo" and any(a in RL_ALGOS for a in algos if a != "ppo"):
+            out += option_changes(
+                "The critic-free RL algorithms are `algo=ppo` with these keys changed",
+                "algo",
+                ppo,
+                {a: composed("train", (f"algo={a}",))["algo"] for a in RL_ALGOS if a != "ppo"},
+            )
 
     hardware = {o: composed("train", (f"hardware={o}",))["hardware"] for o in options("hardware")}
     out += [

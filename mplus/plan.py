@@ -2,13 +2,14 @@
 
 ``python -m mplus.plan <the same overrides as mplus.train>`` builds the model on the meta device
 (from the config's ``hf_config``: no download, no memory), counts parameters, and prints for each
-model the run trains or holds (PPO: policy, value, reference, reward model) its bytes per GPU:
+model the run trains or holds (PPO: policy, value, reference, reward model; GRPO, RLOO and
+REINFORCE++ the same without the value model) its bytes per GPU:
 
 - trainable, mixed precision (``bf16-mixed``): fp32 master weights 4 + fp32 gradients 4 + Adam's
   two fp32 moments 8 = **16 bytes per parameter**; frozen models hold their bf16 weights, **2
   bytes per parameter** (see :func:`mplus.hardware.model_dtypes`);
 - sharded by FSDP over all data-parallel ranks (``devices x num_nodes``), replicated otherwise;
-- plus an activation estimate for one training micro-batch and, for PPO, the rollout phase
+- plus an activation estimate for one training micro-batch and, for RL, the rollout phase
   (the policy gathered in bf16 once per rollout phase, and the KV cache).
 
 The peak is compared with ``hardware.gpu_memory_gb`` less a 10% reserve (CUDA context, allocator
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+
+from mplus.config.algo import is_rl
 
 GIB = 1024**3
 RESERVE = 0.10  # of the GPU's memory, kept back for the CUDA context, allocator and NCCL buffers
@@ -92,7 +95,9 @@ def _model_rows(cfg) -> list[tuple[str, object, bool]]:
     if algo == "none":
         return [("base", lm, False)]
     seq = build_meta_model(cfg.model, "seq_cls")
-    rows = [("policy", lm, True), ("value", seq, True)]
+    rows = [("policy", lm, True)]
+    if cfg.algo.critic:  # PPO's value model; GRPO, RLOO, REINFORCE++ have none
+        rows.append(("value", seq, True))
     if not cfg.model.lora.enabled:  # with LoRA the reference is the policy, adapter off
         rows.append(("reference", lm, False))
     return rows + [("reward model", seq, False)]
@@ -114,7 +119,7 @@ def _dims(cfg) -> dict:
 def _batch_shape(cfg, world: int) -> tuple[int, int, int]:
     """(micro-batch rows per GPU, tokens per row, rollout rows per GPU)."""
     a = cfg.algo
-    if a.name == "ppo":
+    if is_rl(a):
         g = a.generation
         return (
             max(1, a.minibatch_size // world),
@@ -180,6 +185,11 @@ def plan(cfg) -> Plan:
                 shards,
             )
         )
+    if is_rl(cfg.algo) and not cfg.algo.critic:
+        notes.append(
+            f"no value model: advantage.estimator={cfg.algo.advantage.estimator} is critic-free "
+            "(algo=ppo would add one more trainable row the size of the reward model)"
+        )
     d = _dims(cfg)
     b, t, rb = _batch_shape(cfg, world)
     ckpt = hw.strategy == "fsdp" and hw.fsdp.activation_checkpointing
@@ -189,7 +199,7 @@ def plan(cfg) -> Plan:
         f"{'on' if ckpt else 'off'}"
     )
     roll = 0.0
-    if cfg.algo.name == "ppo":
+    if is_rl(cfg.algo):
         policy = rows[0]
         gathered = policy.params * 2 if shards > 1 else 0.0  # full bf16 copy during the phase
         roll = rollout_bytes(rb, t, d, gathered)

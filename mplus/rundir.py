@@ -7,7 +7,8 @@
   ``reward_model/``     the exported reward model (with ``reward_stats.json``)
   ``policy/``           the exported policy
   ``checkpoints/<stage>/last.ckpt``  what ``ckpt_path=last`` resumes
-  ``ppo_start.json``    PPO's before-training held-out numbers (a resumed run reads them back)
+  ``<algo>_start.json`` an RL stage's before-training held-out numbers (``ppo_start.json``; a
+                        resumed run reads them back)
   ``.hydra/``           Hydra's record: ``config.yaml``, ``hydra.yaml``, ``overrides.yaml``
 
 The override keys that never name a run (paths, plumbing) are Hydra's
@@ -30,7 +31,21 @@ POLICY = "policy"
 REWARD_MODEL = "reward_model"
 REWARD_STATS = "reward_stats.json"
 CHECKPOINTS = "checkpoints"
-PPO_START = "ppo_start.json"
+
+
+def rl_start_file(stage: str) -> str:
+    """An RL stage's before-training held-out numbers (``ppo_start.json``, ``grpo_start.json``)."""
+    return f"{stage}_start.json"
+
+
+def rl_state_key(stage: str) -> str:
+    """The checkpoint entry of an RL stage's own state (step, KL controller, RNG):
+    ``mplus_ppo``, ``mplus_grpo``, ... (:func:`mplus.preflight.checkpoint_stage` reads it)."""
+    return f"mplus_{stage}"
+
+
+# checkpoint entries that start like rl_state_key() but belong to every stage
+SHARED_STATE_KEYS = ("mplus_rng",)
 HYDRA = ".hydra"
 OVERRIDES = f"{HYDRA}/overrides.yaml"
 EXPORTS = (REWARD_MODEL, POLICY)

@@ -15,7 +15,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Final metrics linked to the hyperparameters: summary.json keys of these groups.
-METRIC_GROUPS = ("heldout/", "eval/", "ppo/", "rm/", "dpo/", "sft/")
+METRIC_GROUPS = ("heldout/", "eval/", "rl/", "rm/", "dpo/", "sft/")
 METRIC_PREFIX = "final/"  # scalar tags the HParams tab reads: final/<summary key>
 
 
@@ -57,7 +57,7 @@ def run_hparams(run_dir: Path) -> dict:
 def log_hparams(run_dir: str | Path, summary: dict, tb_subdir: str = "tb") -> Path | None:
     """Write the run's hyperparameters and final metrics into ``<run_dir>/<tb_subdir>``.
 
-    Metrics are the numeric ``heldout/``, ``eval/`` (suites), ``ppo/``, ``rm/``, ``dpo/``, ``sft/`` keys of ``summary``,
+    Metrics are the numeric ``heldout/``, ``eval/`` (suites), ``rl/``, ``rm/``, ``dpo/``, ``sft/`` keys of ``summary``,
     written as scalars ``final/<key>`` (at the run's last step) that the HParams tab links to.
     Returns the tb dir, or None when there was nothing to write.
     """

@@ -84,6 +84,8 @@ def main(cfg: DictConfig) -> float | None:
         )
     # The return value is what an Optuna sweeper optimises: the summary key named by `objective`.
     value = summary.get(typed.objective)
+    if value is None and typed.objective.startswith("ppo/"):  # the name before rl/*
+        value = summary.get("rl/" + typed.objective.removeprefix("ppo/"))
     if value is None and HydraConfig.get().mode == RunMode.MULTIRUN:
         log.warning(
             "objective=%s is not in summary.json (keys: %s)",

@@ -164,7 +164,7 @@ def test_runs_carry_hparams_linked_to_their_final_metrics(sweep_dir):
         ).experiment
         metric_tags = {m.name.tag for m in experiment.metric_infos}
         assert {
-            "final/ppo/gold_reward_end",
+            "final/rl/gold_reward_end",
             "final/heldout/kl",
             "final/rm/val_accuracy",
         } <= metric_tags

@@ -153,7 +153,7 @@ NO_MODEL_CASES = [
     # config mistakes: Hydra's composition, then the typed schema
     ("misspelt_key", ["algo.kl_coeff=0.1"], ["algo.kl_coeff", "+algo.kl_coeff=0.1"]),
     ("wrong_type", ["algo.steps=many"], ["algo.steps=many", "Integer"]),
-    ("unknown_group_option", ["algo=ppoo"], ["algo/ppoo", "ppo, rm"]),
+    ("unknown_group_option", ["algo=ppoo"], ["algo/ppoo", "ppo, reinforce_pp, rloo, rm"]),
     ("bad_override_syntax", ["algo.steps=[1"], ["algo.steps=[1"]),
     ("out_of_range", ["algo.kl.coef=-1"], ["algo.kl.coef", ">= 0"]),
     ("missing_value", ["model.name=???"], ["model.name", "missing"]),

@@ -64,6 +64,51 @@ def test_out_of_range_values_name_the_key(override, key):
         validate(_compose(override))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "key", "words"),
+    [
+        (["algo=grpo", "algo.value_init=base"], "algo.value_init", "critic-free"),
+        (["algo=rloo", "algo.whiten_advantages=true"], "algo.whiten_advantages", "gae only"),
+        (["algo=grpo", "algo.samples_per_prompt=1"], "algo.samples_per_prompt", ">= 2"),
+        (["algo=rloo", "algo.samples_per_prompt=5"], "algo.samples_per_prompt", "must divide"),
+        (["algo.advantage.estimator=vtrace"], "algo.advantage.estimator", "gae"),
+        (["algo.loss_agg_mode=seq-sum"], "algo.loss_agg_mode", "token-mean"),
+        (
+            ["algo.generation.greedy=true", "algo.generation.seed_per_sample=true"],
+            "algo.generation.seed_per_sample",
+            "greedy",
+        ),
+    ],
+)
+def test_rl_algorithm_combinations_refused_with_the_key(overrides, key, words):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        validate(_compose(*overrides))
+    assert words in str(e.value), e.value
+
+
+def test_critic_free_algorithms_are_a_few_keys_over_ppo():
+    """algo=grpo/rloo/reinforce_pp: PPO's schema and values, with the estimator's own rules."""
+    from mplus.algo import KL_IN_REWARD
+
+    ppo = validate(_compose("algo=ppo")).algo
+    assert ppo.critic and ppo.whiten and ppo.samples_per_prompt == 1
+    for name in ("grpo", "rloo", "reinforce_pp"):
+        a = validate(_compose(f"algo={name}")).algo
+        assert (a.name, a.advantage.estimator) == (name, name)
+        assert not a.critic and not a.whiten and a.value_init is None
+        assert a.kl.in_reward == KL_IN_REWARD[name], name  # the documented KL rule
+        assert a.samples_per_prompt >= (2 if name in ("grpo", "rloo") else 1)
+        # everything else is algo=ppo's (the RM stage, the rollout settings, the learning rate)
+        assert (a.rm, a.generation, a.policy_lr, a.steps) == (
+            ppo.rm,
+            ppo.generation,
+            ppo.policy_lr,
+            ppo.steps,
+        )
+    grpo = validate(_compose("algo=grpo")).algo
+    assert grpo.kl.estimator == "k3" and grpo.loss_agg_mode == "seq-mean-token-mean"
+
+
 def test_rm_range_checks():
     with pytest.raises(ConfigError, match=r"algo\.lr"):
         validate(_compose("algo=rm", "algo.lr=-1"))

@@ -199,7 +199,7 @@ def test_sigterm_saves_the_step_exits_nonzero_and_marks_the_summary(
     assert s["status/checkpoint"] == str(last)
     assert "time/total_s" not in s and not (run_dir / "policy").exists()  # not a finished run
     # everything logged is saved
-    assert max(_steps_logged(run_dir / "tb" / "ppo", "ppo/kl")) == step
+    assert max(_steps_logged(run_dir / "tb" / "ppo", "rl/kl")) == step
 
     # resume from step 2: steps 3.. are logged again by the resumed process, shown once
     done = subprocess.run(
@@ -212,8 +212,8 @@ def test_sigterm_saves_the_step_exits_nonzero_and_marks_the_summary(
     )
     assert done.returncode == 0, done.stderr[-4000:]
     s = read_summary(run_dir)
-    assert s["ppo/steps"] == 4 and "status" not in s, s
-    for tag in ("ppo/kl", "ppo/reward_mean", "perf/step_s"):
+    assert s["rl/steps"] == 4 and "status" not in s, s
+    for tag in ("rl/kl", "rl/reward_mean", "perf/step_s"):
         steps = _steps_logged(run_dir / "tb" / "ppo", tag)
         twice = [k for k, n in collections.Counter(steps).items() if n > 1]
         assert not twice and sorted(steps) == [1, 2, 3, 4], (tag, steps)
@@ -275,7 +275,7 @@ def test_ppo_divergence_stops_with_one_line_and_keeps_the_finite_checkpoint(
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert read_summary(run_dir)["ppo/steps"] == failed - 1
+    assert read_summary(run_dir)["rl/steps"] == failed - 1
     from safetensors.torch import load_file
 
     weights = load_file(run_dir / "policy" / "model.safetensors")

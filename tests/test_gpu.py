@@ -40,7 +40,7 @@ def test_ppo_on_one_gpu_with_flash_attention_and_bf16(run_train, tmp_path):
         run_dir=tmp_path / "gpu",
     )
     s = read_summary(run_dir)
-    assert s["ppo/steps"] == 6
+    assert s["rl/steps"] == 6
     tb = read_scalars(run_dir / "tb")
     last = {k: v[-1][1] for k, v in tb.items() if k.startswith("perf/")}
     print(

@@ -215,6 +215,14 @@ PPO_FEW = [
 ]
 
 
+GRPO_FEW = [
+    *(o for o in PPO_FEW if o not in ("algo=ppo", "algo.generation.greedy=true")),
+    "algo=grpo",
+    "algo.samples_per_prompt=4",
+    "algo.generation.seed_per_sample=true",
+]
+
+
 @pytest.mark.slow
 def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     """Two gloo CPU processes through FSDP2 (hardware=2xcpu) vs one process, same global batch.
@@ -245,26 +253,54 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     run_train(*PPO_FEW, rm, "hardware=cpu", run_dir=p1)
     run_train(*PPO_FEW, rm, "hardware=2xcpu", run_dir=p2)
     s1, s2 = read_summary(p1), read_summary(p2)
-    assert s2["ppo/steps"] == 3
-    for k in ("ppo/reward_end", "ppo/kl_end", "ppo/gold_reward_end", "heldout/probe_nll"):
+    assert s2["rl/steps"] == 3
+    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/probe_nll"):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
     # the policy moved, so the comparison means something (greedy held-out samples: the k1 sum
     # is not a KL estimate there and can be negative; its size shows the move)
-    assert abs(s1["ppo/kl_end"]) > 1e-3
+    assert abs(s1["rl/kl_end"]) > 1e-3
     c1, c2 = read_scalars(p1 / "tb"), read_scalars(p2 / "tb")
     for tag in (
-        "ppo/reward_mean",
-        "ppo/kl",
-        "ppo/policy_loss",
-        "ppo/value_loss",
-        "ppo/entropy",
-        "ppo/explained_variance",
-        "ppo/response_length_mean",
+        "rl/reward_mean",
+        "rl/kl",
+        "rl/policy_loss",
+        "rl/value_loss",
+        "rl/entropy",
+        "rl/explained_variance",
+        "rl/response_length_mean",
     ):
         assert len(c1[tag]) == len(c2[tag]) == 3, tag
         for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
             assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
     assert _max_weight_diff(p1 / "policy", p2 / "policy") < 1e-4
+
+    # GRPO: groups of 4 samples per prompt, each rank holding whole groups. Greedy rollouts would
+    # give every sample of a prompt the same response (all advantages 0), so the rollouts sample
+    # with a random stream per response (seed_per_sample), which no batch split changes.
+    g1, g2 = tmp_path / "grpo1", tmp_path / "grpo2"
+    grpo = [*GRPO_FEW, rm]
+    run_train(*grpo, "hardware=cpu", run_dir=g1)
+    run_train(*grpo, "hardware=2xcpu", run_dir=g2)
+    s1, s2 = read_summary(g1), read_summary(g2)
+    assert s2["rl/steps"] == 3
+    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/probe_nll"):
+        assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
+    assert abs(s1["rl/kl_end"]) > 1e-3  # the policy moved
+    c1, c2 = read_scalars(g1 / "tb"), read_scalars(g2 / "tb")
+    assert any(v > 0 for _, v in c1["rl/group_reward_std"])  # the samples of a prompt differ
+    for tag in (
+        "rl/reward_mean",
+        "rl/kl",
+        "rl/policy_loss",
+        "rl/group_reward_std",
+        "rl/group_zero_std_share",
+        "rl/advantage_std",
+        "rl/response_length_mean",
+    ):
+        assert len(c1[tag]) == len(c2[tag]) == 3, tag
+        for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
+            assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
+    assert _max_weight_diff(g1 / "policy", g2 / "policy") < 1e-4
 
 
 @pytest.mark.slow
@@ -298,7 +334,7 @@ def test_fsdp_sharded_checkpoint_resumes_at_the_saved_step(run_train, tmp_path):
     assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2  # one shard file per rank
     proc, _ = run_train(*few, "algo.steps=4", f"ckpt_path={ckpt}", run_dir=run_dir)
     s = read_summary(run_dir)
-    assert s["ppo/steps"] == 4
-    steps = [st for st, _ in read_scalars(run_dir / "tb")["ppo/kl"]]
+    assert s["rl/steps"] == 4
+    steps = [st for st, _ in read_scalars(run_dir / "tb")["rl/kl"]]
     assert sorted(set(steps)) == [1, 2, 3, 4], steps  # steps 3-4 continue, none repeated
     assert (run_dir / "policy" / "model.safetensors").exists()

@@ -53,7 +53,7 @@ def test_stages_run_on_the_real_mistral_tokenizer(run_train, mistral_model_dir, 
         assert (run_dir / "policy" / "config.json").exists()
         assert "heldout/response_length" in s and "heldout/kl" in s
     if algo == "ppo":
-        assert s["ppo/steps"] == 2
+        assert s["rl/steps"] == 2
     from transformers import AutoTokenizer
 
     out = run_dir / ("reward_model" if algo == "rm" else "policy")

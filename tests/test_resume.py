@@ -91,9 +91,11 @@ def _run(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> N
 
 
 def _saved_step(ckpt: Path) -> int:
-    """The step a checkpoint holds: Lightning's global step, PPO's own step counter for PPO."""
+    """The step a checkpoint holds: Lightning's global step, an RL stage's own step counter
+    (``mplus_<algo>``) for RL."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return state["mplus_ppo"]["ppo_step"] if "mplus_ppo" in state else state["global_step"]
+    rl = [k for k in state if k.startswith("mplus_") and k != "mplus_rng"]
+    return state[rl[0]]["ppo_step"] if rl else state["global_step"]
 
 
 def _checkpointed(ckpt: Path, step: int):
@@ -379,7 +381,7 @@ def test_ppo_run_killed_in_its_reward_model_stage_resumes_with_one_command(
 ):
     run_dir, what = _kill_and_resume(cache_dir, tmp_path, PPO, "rm", 20, rng, [5, 10])
     s = read_summary(run_dir)
-    assert s["rm/steps"] == 20 and s["ppo/steps"] == 6
+    assert s["rm/steps"] == 20 and s["rl/steps"] == 6
     assert_same_run(run_dir, ppo_uninterrupted, what)
 
 
@@ -390,8 +392,21 @@ def test_ppo_run_killed_in_its_ppo_stage_resumes_with_one_command(
     # PPO checkpoints every 2 of its 6 steps, all into last.ckpt; a PPO step takes seconds
     run_dir, what = _kill_and_resume(cache_dir, tmp_path, PPO, "ppo", 6, rng, [2, 4], max_delay=1.0)
     assert (run_dir / "reward_model" / "reward_stats.json").exists(), what
-    assert read_summary(run_dir)["ppo/steps"] == 6
+    assert read_summary(run_dir)["rl/steps"] == 6
     assert_same_run(run_dir, ppo_uninterrupted, what)
+
+
+@pytest.mark.slow
+def test_grpo_run_killed_in_its_grpo_stage_resumes_with_one_command(cache_dir, tmp_path, rng):
+    """Critic-free: the checkpoint holds the policy and its one optimiser only; groups of
+    samples per prompt come back the same after the resume."""
+    grpo = [*PPO, "algo=grpo", "algo.samples_per_prompt=4"]
+    _run(cache_dir, tmp_path / "uninterrupted", *grpo)
+    run_dir, what = _kill_and_resume(
+        cache_dir, tmp_path, grpo, "grpo", 6, rng, [2, 4], max_delay=1.0
+    )
+    assert read_summary(run_dir)["rl/steps"] == 6
+    assert_same_run(run_dir, tmp_path / "uninterrupted", what)
 
 
 # ---------------------------------------------------------------- cold cache vs warm cache

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from mplus.config import register_configs, validate
+from mplus.config import RL_ALGOS, register_configs, validate
 from tests.conftest import REPO
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -64,7 +64,7 @@ def test_sweep_composes_and_every_point_validates(path: Path):
         )
 
         assert set(params) == {"algo.kl.coef", "algo.length_penalty.coef"}
-        assert cfg.objective == "ppo/gold_reward_end" and cfg.hydra.sweeper.direction == "maximize"
+        assert cfg.objective == "rl/gold_reward_end" and cfg.hydra.sweeper.direction == "maximize"
         for k, v in params.items():
             (ov,) = OverridesParser.create().parse_overrides([f"{k}={v}"])
             dist = create_optuna_distribution_from_override(ov)
@@ -81,7 +81,7 @@ def test_sweep_composes_and_every_point_validates(path: Path):
         typed = OmegaConf.structured(validate(_compose_sweep(path.stem, *point)))
         for ov in OverridesParser.create().parse_overrides(point):
             if ov.key_or_group == "experiment":
-                algo = "none" if ov.value().startswith("base") else ov.value().split("_")[0]
+                algo = _algo_of(ov.value())
                 assert typed.algo.name == algo, ov  # e.g. ppo_short -> algo=ppo
                 continue
             got = OmegaConf.select(typed, ov.key_or_group)
@@ -214,6 +214,12 @@ def test_slurm_launcher_composes_with_every_hardware_option(hardware):
     assert launcher["mem_gb"] == hw.slurm.mem_gb
 
 
+def _algo_of(experiment: str) -> str:
+    """The algorithm an experiment name runs: base_short -> none, ppo_hh -> ppo."""
+    stem = experiment.removesuffix("_short").removesuffix("_hh")
+    return "none" if stem == "base" else stem
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf/experiment").glob("*.yaml")))
 def test_experiment_composes_and_validates(name):
     text = (REPO / "conf/experiment" / f"{name}.yaml").read_text()
@@ -221,8 +227,8 @@ def test_experiment_composes_and_validates(name):
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         typed = validate(compose("train", overrides=[f"experiment={name}", "run_dir=."]))
-    algo = {"base": "none"}.get(name.removesuffix("_short"), name.split("_")[0])
+    algo = _algo_of(name)
     assert typed.algo.name == algo
     # the objective is a key this algorithm's run writes (an experiment's value is not shadowed)
-    group = {"ppo": "ppo", "rm": "rm"}.get(algo, "heldout")
+    group = "rl" if algo in RL_ALGOS else {"rm": "rm"}.get(algo, "heldout")
     assert typed.objective.split("/")[0] == group, (name, typed.objective)

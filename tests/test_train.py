@@ -71,10 +71,22 @@ def test_reward_model_resume_continues_at_the_saved_step(run_train, tmp_path):
     assert max(steps) >= 29 and min(steps) < 20
 
 
-def test_ppo_end_to_end(run_train, cache_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _train(cache_dir, run_dir, *overrides):
+    cmd = train_command(cache_dir, run_dir, *overrides)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
 
-    _, run_dir = run_train(
+
+@pytest.fixture(scope="module")
+def ppo_run(cache_dir, tmp_path_factory):
+    """The default algorithm end to end (reward model, then PPO), once for this module: the
+    critic-free runs below score with its reward model."""
+    run_dir = tmp_path_factory.mktemp("ppo") / "run"
+    _train(
+        cache_dir,
+        run_dir,
         "algo.steps=3",
         "algo.rm.max_steps=40",
         "algo.rollout_batch_size=16",
@@ -82,35 +94,42 @@ def test_ppo_end_to_end(run_train, cache_dir):
         "data.num_eval_prompts=16",
         "algo.sample_every=1",
     )
+    return run_dir
+
+
+def test_ppo_end_to_end(ppo_run, cache_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = ppo_run
     s = read_summary(run_dir)
     for k in (
-        "ppo/gold_reward_start",
-        "ppo/gold_reward_end",
-        "ppo/reward_start",
-        "ppo/reward_end",
-        "ppo/kl_end",
-        "ppo/response_length_end",
-        "ppo/stop_rate_end",
+        "rl/gold_reward_start",
+        "rl/gold_reward_end",
+        "rl/reward_start",
+        "rl/reward_end",
+        "rl/kl_end",
+        "rl/response_length_end",
+        "rl/stop_rate_end",
         "rm/val_accuracy",
     ):
         assert k in s, k
-    assert s["ppo/steps"] == 3
+    assert s["rl/steps"] == 3
     scalars = read_scalars(run_dir / "tb")
     for tag in (
-        "ppo/reward_mean",
-        "ppo/gold_reward_mean",
-        "ppo/kl",
-        "ppo/kl_coef",
-        "ppo/entropy",
-        "ppo/policy_loss",
-        "ppo/value_loss",
-        "ppo/clipfrac",
-        "ppo/approx_kl",
-        "ppo/explained_variance",
-        "ppo/advantage_mean",
-        "ppo/response_length_mean",
-        "ppo/stop_rate",
-        "ppo/length_penalty_mean",
+        "rl/reward_mean",
+        "rl/gold_reward_mean",
+        "rl/kl",
+        "rl/kl_coef",
+        "rl/entropy",
+        "rl/policy_loss",
+        "rl/value_loss",
+        "rl/clipfrac",
+        "rl/approx_kl",
+        "rl/explained_variance",
+        "rl/advantage_mean",
+        "rl/response_length_mean",
+        "rl/stop_rate",
+        "rl/length_penalty_mean",
         "perf/rollout_tokens_per_s",
         "perf/step_s",
     ):
@@ -128,6 +147,57 @@ def test_ppo_end_to_end(run_train, cache_dir):
         assert not torch.allclose(policy(**ids).logits, base(**ids).logits, atol=1e-6)
     out = policy.generate(**ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
     assert tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize(
+    "algo",
+    [
+        "grpo",
+        pytest.param("rloo", marks=pytest.mark.slow),
+        pytest.param("reinforce_pp", marks=pytest.mark.slow),
+    ],
+)
+def test_critic_free_rl_end_to_end_builds_no_value_model(ppo_run, cache_dir, tmp_path, algo):
+    """algo=grpo/rloo/reinforce_pp: no value model built, optimised or checkpointed; groups of
+    samples per prompt; rl/* metrics under the algorithm's own TensorBoard run; the export loads."""
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / algo
+    n = 1 if algo == "reinforce_pp" else 4
+    _train(
+        cache_dir,
+        run_dir,
+        f"algo={algo}",
+        f"algo.reward_model={ppo_run / 'reward_model'}",
+        "algo.steps=3",
+        "algo.rollout_batch_size=16",
+        f"algo.samples_per_prompt={n}",
+        "algo.minibatch_size=8",
+        "algo.ckpt_every=3",
+        "data.num_eval_prompts=16",
+    )
+    s = read_summary(run_dir)
+    assert s["rl/steps"] == 3 and s[f"time/{algo}_s"] > 0
+    for k in ("rl/gold_reward_start", "rl/gold_reward_end", "rl/kl_end", "rl/reward_end"):
+        assert k in s, k
+    assert s["rl/gold_reward_start"] == read_summary(ppo_run)["rl/gold_reward_start"]  # same base
+    state = torch.load(run_dir / "checkpoints" / algo / "last.ckpt", weights_only=False)
+    keys = list(state["state_dict"])
+    assert keys and all(k.startswith("policy.") for k in keys), sorted(
+        {k.split(".")[0] for k in keys}
+    )
+    assert state[f"mplus_{algo}"]["ppo_step"] == 3 and len(state["optimizer_states"]) == 1
+    scalars = read_scalars(run_dir / "tb" / algo)
+    for tag in ("rl/reward_mean", "rl/kl", "rl/policy_loss", "rl/advantage_std", "rl/clipfrac"):
+        assert [st for st, _ in scalars[tag]] == [1, 2, 3], tag
+    assert not {"rl/value_loss", "rl/explained_variance", "rl/value_clipfrac"} & set(scalars)
+    grouped = {"rl/group_reward_std", "rl/group_zero_std_share"}
+    if n > 1:
+        assert grouped <= set(scalars)
+        assert all(0 <= v <= 1 for _, v in scalars["rl/group_zero_std_share"])
+    else:
+        assert not grouped & set(scalars)
+    AutoModelForCausalLM.from_pretrained(run_dir / "policy")
 
 
 @pytest.mark.slow
@@ -162,11 +232,11 @@ def test_ppo_killed_mid_run_resumes_from_the_saved_step(cache_dir, tmp_path):
         [*args, f"ckpt_path={ckpt}"], cwd=REPO, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    assert read_summary(run_dir)["ppo/steps"] == 8
+    assert read_summary(run_dir)["rl/steps"] == 8
     # curves continue: every step 1..8 logged, and the resumed process never re-logged the steps
     # that the checkpoint already held
     files = sorted((run_dir / "tb" / "ppo").glob("events.out.tfevents.*"), key=os.path.getmtime)
-    per_file = [read_scalars_file(f).get("ppo/kl", []) for f in files]
+    per_file = [read_scalars_file(f).get("rl/kl", []) for f in files]
     killed, resumed = [steps for steps in per_file if steps][-2:]
     assert min(s for s, _ in killed) == 1 and max(s for s, _ in killed) >= saved
     assert [s for s, _ in resumed] == list(range(saved + 1, 9))

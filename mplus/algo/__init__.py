@@ -13,6 +13,7 @@ from mplus.algo.advantages import (
     AdvantageFn,
     estimator_names,
     get_estimator,
+    group_score_stats,
     register_estimator,
 )
 from mplus.algo.aggregation import LOSS_AGG_MODES, aggregate_loss
@@ -58,6 +59,7 @@ __all__ = [
     "explained_variance",
     "gae",
     "get_estimator",
+    "group_score_stats",
     "kl_estimate",
     "length_penalty",
     "logprobs_from_logits",

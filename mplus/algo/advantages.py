@@ -147,6 +147,25 @@ def _group_stats(scores: Tensor, valid: Tensor, index: Tensor) -> tuple[Tensor, 
     return count[index], total[index], dev, var.sqrt()[index], constant[index]
 
 
+@torch.no_grad()
+def group_score_stats(scores: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Per group of ``group_ids``: the unbiased std of its ``scores`` (B,), and whether they are
+    all equal (a group GRPO and RLOO learn nothing from). Groups of one count as all-equal.
+
+    Returns:
+        ``(std, constant)``, each (G,) in the order of ``torch.unique(group_ids)``.
+    """
+    index = _groups(group_ids, scores.shape[0])
+    scores = scores.double()
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    count, _, _, std, constant = _group_stats(scores, valid, index)
+    n_groups = int(index.max()) + 1
+    # every row of a group carries the same value: scatter them back to one per group
+    per_group = torch.zeros(n_groups, dtype=scores.dtype, device=scores.device)
+    flat = torch.zeros(n_groups, dtype=torch.bool, device=scores.device)
+    return per_group.scatter(0, index, std), flat.scatter(0, index, constant | (count == 1))
+
+
 def _broadcast(seq_adv: Tensor, keep: Tensor, dtype: torch.dtype) -> Tensor:
     """(B,) sequence advantages -> (B, T) on every response token, 0 on padding."""
     return _keep(seq_adv.to(dtype).unsqueeze(1).expand(keep.shape), keep)

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from mplus.algo.aggregation import aggregate_loss
 from mplus.algo.core import Reduce, _keep, masked_mean, masked_var
 
 
@@ -74,8 +75,11 @@ def policy_loss(
     mask: Tensor,
     clip_eps: float = 0.2,
     dual_clip: float | None = None,
+    loss_agg_mode: str = "token-mean",
+    reduce: Reduce = None,
+    max_len: int | None = None,
 ) -> PolicyLoss:
-    """PPO clipped surrogate loss, averaged over all masked tokens of the batch.
+    """PPO clipped surrogate loss, reduced to one number by ``loss_agg_mode``.
 
     Per token, ``max(-A * r, -A * clip(r, 1 - eps, 1 + eps))`` with ``r = exp(logp - old_logp)``.
     With ``dual_clip = c`` (Ye et al. 2020), tokens with ``A < 0`` are further capped at
@@ -88,6 +92,10 @@ def policy_loss(
         mask: (B, T) response mask.
         clip_eps: Ratio clip range.
         dual_clip: Dual-clip constant c > 1, or None to disable.
+        loss_agg_mode, reduce, max_len: how the per-token losses become ``loss``
+            (:func:`mplus.algo.aggregate_loss`; the default is the mean over all masked tokens of
+            this process, and with ``reduce`` the loss is already this process's share of the
+            global aggregate). The statistics are always this process's token means.
 
     Returns:
         ``PolicyLoss``: ``loss`` (0-dim, with grad); ``clipfrac``, share of masked tokens where
@@ -108,7 +116,7 @@ def policy_loss(
     if dual_clip is not None:
         capped = torch.minimum(per_token, -dual_clip * advantages)
         per_token = torch.where(advantages < 0, capped, per_token)
-    loss = masked_mean(per_token, mask)
+    loss = aggregate_loss(per_token, mask, loss_agg_mode, reduce=reduce, max_len=max_len)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).float(), mask)
         approx_kl = masked_mean(0.5 * log_ratio.float() ** 2, mask)

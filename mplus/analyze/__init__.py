@@ -10,6 +10,11 @@ into ``--out`` (default ``<first dir>/analysis``):
   between runs, then the final training numbers (mean of the last ``--last`` logged PPO values:
   ``reward``, ``gold_reward``, ``kl``, ``response_length``, ``stop_rate``), the reward model's
   validation accuracy and the held-out ``heldout/*`` numbers, sorted by ``--sort``;
+- ``runs_by_seed.csv`` and its table on the console, when the runs differ in ``seed``: one row per
+  sweep point (the runs that share every other override), its varying overrides, ``n`` (the ok
+  runs aggregated; runs not ok are left out and counted in ``failed``), then each metric's mean
+  and sample std over the seeds (``<metric>``, ``<metric>_std``; ``0.612 ± 0.021`` on the
+  console), sorted by the mean of ``--sort``;
 - ``curves.png``: each logged metric's curve, every run on the same axes;
 - ``frontier.png``: reward and gold reward against KL across runs, with the Pareto frontier;
 - ``response_length.png``: response length over training.
@@ -41,7 +46,12 @@ from mplus.analyze.runs import (
 )
 from mplus.analyze.table import (
     format_table,
+    mean_std,
     metric_value,
+    seed_cells,
+    seed_groups,
+    seed_rows,
+    seed_varies,
     sort_runs,
     table_rows,
     varying_keys,
@@ -58,6 +68,7 @@ __all__ = [
     "format_table",
     "load_run",
     "main",
+    "mean_std",
     "metric_value",
     "pareto_front",
     "plot_curves",
@@ -66,6 +77,10 @@ __all__ = [
     "read_events",
     "Run",
     "run_names",
+    "seed_cells",
+    "seed_groups",
+    "seed_rows",
+    "seed_varies",
     "sort_runs",
     "sweep_points",
     "table_rows",
@@ -83,7 +98,8 @@ def analyze(
     last: int = 5,
     plots: bool = True,
 ) -> tuple[list[Run], Path]:
-    """Read the runs, write ``runs.csv`` and the PNGs into ``out``; return (runs, out)."""
+    """Read the runs, write ``runs.csv`` (and ``runs_by_seed.csv`` when the runs differ in
+    ``seed``) and the PNGs into ``out``; return (runs, out)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,6 +108,8 @@ def analyze(
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table_rows(runs)
     write_csv(out / "runs.csv", header, rows)
+    if seed_varies(runs):
+        write_csv(out / "runs_by_seed.csv", *seed_rows(runs, sort, ascending))
     if plots:
         plot_curves(runs, out / "curves.png")
         plot_frontier(runs, out / "frontier.png")
@@ -111,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--ascending", action="store_true", help="smallest first")
     p.add_argument(
-        "--out", type=Path, help="where runs.csv and the PNGs go (default <first path>/analysis)"
+        "--out",
+        type=Path,
+        help="where runs.csv (runs_by_seed.csv) and the PNGs go (default <first path>/analysis)",
     )
     p.add_argument(
         "--last",
@@ -130,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     header, rows = table_rows(runs)
     print(format_table(header, rows))
+    by_seed = seed_varies(runs)
+    if by_seed:
+        print("\nmean ± std over seeds (n per row)")
+        print(format_table(*seed_cells(*seed_rows(runs, args.sort, args.ascending))))
     print("\nruns (in table order):")
     for i, r in enumerate(runs):
         print(f"  {i:>2}  {r.status:<10}  {r.name}  [{r.dir}]")
@@ -139,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in bad:
             print(f"  {r.name}: {r.status}; {'; '.join(r.issues) or 'no details'}  [{r.dir}]")
     print(f"\nsorted by {args.sort} ({'ascending' if args.ascending else 'descending'})")
-    written = ["runs.csv"] + (
+    written = ["runs.csv", *(["runs_by_seed.csv"] if by_seed else [])] + (
         [] if args.no_plots else ["curves.png", "frontier.png", "response_length.png"]
     )
     print("wrote: " + ", ".join(str(out / w) for w in written))

@@ -83,10 +83,10 @@ def _xy(runs, xs, ys):
 
 
 def _base_point(runs: list[Run], ykey: str) -> tuple[float, float] | None:
-    """(KL, value) of the base on the held-out prompts, from a PPO run's ``*_start`` numbers."""
+    """(KL, value) of the base on the held-out prompts, from an RL run's ``*_start`` numbers."""
     name = ykey.removeprefix("heldout/")
     for r in runs:
-        kl, y = r.summary.get("ppo/kl_start"), r.summary.get(f"ppo/{name}_start")
+        kl, y = r.summary.get("rl/kl_start"), r.summary.get(f"rl/{name}_start")
         if isinstance(kl, int | float) and isinstance(y, int | float):
             return float(kl), float(y)
     return None
@@ -156,7 +156,7 @@ def plot_length(runs: list[Run], path: Path) -> None:
     style = _style(runs)
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in runs:
-        pts = r.scalars.get("ppo/response_length_mean")
+        pts = r.scalars.get("rl/response_length_mean")
         if pts:
             ax.plot(*zip(*pts, strict=True), lw=1.2, label=_label(r), **style[id(r)])
         ev = r.scalars.get("heldout/response_length")

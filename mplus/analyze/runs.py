@@ -13,11 +13,11 @@ from mplus.rundir import override_dict, override_key, run_overrides
 
 # Table columns: (column, TensorBoard tag averaged over the last logged values, summary key).
 TRAIN_COLUMNS = (
-    ("reward", "ppo/reward_mean", None),
-    ("gold_reward", "ppo/gold_reward_mean", None),
-    ("kl", "ppo/kl", None),
-    ("response_length", "ppo/response_length_mean", None),
-    ("stop_rate", "ppo/stop_rate", None),
+    ("reward", "rl/reward_mean", None),
+    ("gold_reward", "rl/gold_reward_mean", None),
+    ("kl", "rl/kl", None),
+    ("response_length", "rl/response_length_mean", None),
+    ("stop_rate", "rl/stop_rate", None),
     ("rm_accuracy", None, "rm/val_accuracy"),
 )
 EVAL_COLUMNS = (
@@ -109,12 +109,19 @@ def load_run(run_dir: Path, name: str, last: int = 5) -> Run:
         name,
         status,
         override_dict(run_overrides(run_dir)),
-        summary,
-        events.scalars,
+        with_rl_names(summary),
+        with_rl_names(events.scalars),
         issues,
     )
     run.final = final_metrics(run, last)
     return run
+
+
+def with_rl_names(metrics: dict) -> dict:
+    """``metrics`` with each ``ppo/<name>`` of a run made before every RL algorithm logged under
+    ``rl/`` also readable as ``rl/<name>``, so old and new runs compare in one table."""
+    old = {f"rl/{k[4:]}": v for k, v in metrics.items() if k.startswith("ppo/")}
+    return {**old, **metrics} if old else metrics
 
 
 def _tb_subdir(run_dir: Path) -> str:
@@ -138,7 +145,7 @@ def _log_has_error(run_dir: Path) -> bool:
 
 
 def final_metrics(run: Run, last: int = 5) -> dict[str, float | None]:
-    """Table values: last-``last``-point means of PPO curves, then summary (or last event)."""
+    """Table values: last-``last``-point means of RL curves, then summary (or last event)."""
     out: dict[str, float | None] = {}
     for col, tag, key in TRAIN_COLUMNS:
         value = None
@@ -157,8 +164,8 @@ def final_metrics(run: Run, last: int = 5) -> dict[str, float | None]:
 
 
 def _steps(run: Run) -> int | None:
-    """Steps of the run's last stage (PPO after its reward model), done or so far logged."""
-    for stage in ("ppo", "dpo", "sft", "rm"):
+    """Steps of the run's last stage (RL after its reward model), done or so far logged."""
+    for stage in ("rl", "dpo", "sft", "rm"):
         if isinstance(run.summary.get(f"{stage}/steps"), int | float):
             return int(run.summary[f"{stage}/steps"])
         logged = [

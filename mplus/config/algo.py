@@ -1,13 +1,23 @@
-"""Schemas of the ``algo`` group: the supervised-style stages (rm, dpo, sft), PPO and its parts
-(generation, length penalty, KL, reward), and ``none``."""
+"""Schemas of the ``algo`` group: the supervised-style stages (rm, dpo, sft), RL from the base
+(PPO, GRPO, RLOO, REINFORCE++: one schema, :class:`RLConfig`) and its parts (generation, length
+penalty, KL, reward, advantage), and ``none``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
 from mplus.config_common import _check, _in
+
+# mplus.algo.aggregation's modes (not imported: that module imports torch; a test keeps them equal)
+LOSS_AGG_MODES = (
+    "token-mean",
+    "seq-mean-token-mean",
+    "seq-mean-token-sum",
+    "seq-mean-token-sum-norm",
+)
 
 # ---------------------------------------------------------------- algo
 
@@ -59,6 +69,10 @@ class GenerationConfig:
     # generate the same tokens): log-probs stay at `temperature`, so PPO's ratio is that of the
     # sampling policy the greedy one approximates. Not for real training.
     greedy: bool = False
+    # Each response sampled from a random stream of its own, keyed by (run seed, step, prompt,
+    # sample): the same responses whatever the batch split or the number of processes (one
+    # process vs two, for sampled rollouts), at some generation speed (mplus.rollout.keyed)
+    seed_per_sample: bool = False
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens > 0, "algo.generation.max_new_tokens", "must be > 0")
@@ -71,6 +85,11 @@ class GenerationConfig:
             "log-probs of sampled responses at this temperature, and 0 (greedy) has none. "
             "For greedy held-out evaluation set evaluation.temperature=0 (greedy rollouts for "
             "reproducibility checks: algo.generation.greedy=true)",
+        )
+        _check(
+            not (self.greedy and self.seed_per_sample),
+            "algo.generation.seed_per_sample",
+            "samples, algo.generation.greedy=true does not: set one of them",
         )
         _check(0 < self.top_p <= 1, "algo.generation.top_p", "must be in (0, 1]")
         _check(self.top_k >= 0, "algo.generation.top_k", "must be >= 0")
@@ -130,19 +149,56 @@ class RewardConfig:
         _check(self.clip is None or self.clip > 0, "algo.reward.clip", "must be > 0 or null")
 
 
+# the RL algorithms (conf/algo/<name>.yaml over algo/ppo.yaml), all run by mplus.stages.ppo
+RL_ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
+# The advantage estimators of mplus.algo.advantages (its registry; tests/unit/test_advantages.py
+# keeps the two equal: this module must not import torch) and the ones that train a critic.
+ADVANTAGE_ESTIMATORS = ("gae", "grpo", "rloo", "reinforce_pp")
+CRITIC_ESTIMATORS = ("gae",)
+# estimators that compare the samples of one prompt: a group of one has no baseline
+GROUP_ESTIMATORS = ("grpo", "rloo")
+
+
 @dataclass
-class PPOConfig:
+class AdvantageConfig:
+    """How rewards become advantages (mplus.algo.advantages; docs/algorithms.md)."""
+
+    # gae: PPO with a value model | grpo: (r - group mean) / group std | rloo: r - mean of the
+    # other samples of the prompt | reinforce_pp: discounted returns whitened over the batch
+    estimator: str = "gae"
+    norm_by_std: bool = True  # grpo: divide by the group std (false: Dr. GRPO)
+    eps: float = 1e-6  # grpo: added to the group std; reinforce_pp: to the batch variance
+
+    def __post_init__(self) -> None:
+        _in(self.estimator, ADVANTAGE_ESTIMATORS, "algo.advantage.estimator")
+        _check(self.eps > 0, "algo.advantage.eps", "must be > 0")
+
+    @property
+    def critic(self) -> bool:
+        """Whether this estimator trains a value model."""
+        return self.estimator in CRITIC_ESTIMATORS
+
+
+@dataclass
+class RLConfig:
     """Direct RLHF: policy and reference from the base model, a reward model (trained in this run
-    unless ``reward_model`` points at an export), PPO with a KL leash and a length penalty."""
+    unless ``reward_model`` points at an export), RL with a KL leash and a length penalty. One
+    schema for every RL algorithm: ``algo=ppo`` (GAE with a value model), ``algo=grpo``,
+    ``algo=rloo``, ``algo=reinforce_pp`` (critic-free) differ in ``advantage``, ``kl`` and
+    ``samples_per_prompt``."""
 
     name: str = "ppo"  # the algorithm (conf/algo/<name>.yaml)
     # exported reward_model/ dir; null = train one in this run (algo=ppo sets it to
     # evaluation.reward_model)
     reward_model: str | None = None
     rm: RMConfig = field(default_factory=RMConfig)  # the reward-model stage: algo/rm.yaml
-    value_init: str = "reward_model"  # the value model starts from: reward_model | base
-    steps: int = 60  # PPO iterations (rollout + update)
-    rollout_batch_size: int = 32  # prompts sampled per iteration
+    # the value model starts from: reward_model | base; null = reward_model with a critic
+    # (advantage.estimator=gae); critic-free estimators build no value model and refuse it
+    value_init: str | None = None
+    steps: int = 60  # RL iterations (rollout + update)
+    rollout_batch_size: int = 32  # responses sampled per iteration (prompts x samples_per_prompt)
+    # responses sampled per prompt, kept together as a group (grpo and rloo need >= 2)
+    samples_per_prompt: int = 1
     minibatch_size: int = 16  # samples per PPO minibatch; must divide rollout_batch_size
     grad_accum: int = 1  # minibatches per optimizer step
     ppo_epochs: int = 2  # passes over each rollout batch
@@ -157,7 +213,13 @@ class PPOConfig:
     value_clip_eps: float | None = 0.2  # value-prediction clip around the old values; null = off
     dual_clip: float | None = None  # dual-clip PPO bound on negative advantages (> 1); null = off
     entropy_coef: float = 0.0  # entropy bonus coefficient
-    whiten_advantages: bool = True  # normalize advantages per rollout batch
+    # normalize the advantages over the rollout batch; null = true for gae (the critic-free
+    # estimators normalise their own way and refuse it)
+    whiten_advantages: bool | None = None
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)  # rewards -> advantages
+    # how the per-token policy loss becomes one number (verl's names): token-mean |
+    # seq-mean-token-mean | seq-mean-token-sum (Dr. GRPO) | seq-mean-token-sum-norm
+    loss_agg_mode: str = "token-mean"
     missing_stop_penalty: float = 0.0  # reward penalty for a response ended by max_new_tokens
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # rollout sampling
     reward: RewardConfig = field(default_factory=RewardConfig)  # reward-model score -> reward
@@ -168,9 +230,43 @@ class PPOConfig:
     ckpt_every: int = 10  # iterations between checkpoints
 
     def __post_init__(self) -> None:
-        _in(self.value_init, ("reward_model", "base"), "algo.value_init")
-        for k in ("steps", "rollout_batch_size", "minibatch_size", "grad_accum", "ppo_epochs"):
+        est = self.advantage.estimator
+        if self.value_init is not None:
+            _in(self.value_init, ("reward_model", "base"), "algo.value_init")
+            _check(
+                self.advantage.critic,
+                "algo.value_init",
+                f"advantage.estimator={est} is critic-free: it builds no value model, so there "
+                "is nothing to initialise; drop algo.value_init",
+            )
+        _check(
+            self.whiten_advantages is None or self.advantage.critic,
+            "algo.whiten_advantages",
+            f"applies to advantage.estimator=gae only; {est} normalises its advantages itself "
+            "(grpo: algo.advantage.norm_by_std); drop it",
+        )
+        _in(self.loss_agg_mode, LOSS_AGG_MODES, "algo.loss_agg_mode")
+        for k in (
+            "steps",
+            "rollout_batch_size",
+            "samples_per_prompt",
+            "minibatch_size",
+            "grad_accum",
+            "ppo_epochs",
+        ):
             _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
+        _check(
+            self.rollout_batch_size % self.samples_per_prompt == 0,
+            "algo.samples_per_prompt",
+            f"must divide algo.rollout_batch_size={self.rollout_batch_size} (responses per "
+            "step = prompts x samples_per_prompt)",
+        )
+        _check(
+            est not in GROUP_ESTIMATORS or self.samples_per_prompt >= 2,
+            "algo.samples_per_prompt",
+            f"advantage.estimator={est} compares the samples of each prompt, so it needs >= 2 "
+            f"(got {self.samples_per_prompt}: every advantage would be 0)",
+        )
         _check(
             self.rollout_batch_size % self.minibatch_size == 0,
             "algo.minibatch_size",
@@ -181,7 +277,7 @@ class PPOConfig:
             "algo.grad_accum",
             "must divide the number of minibatches per rollout",
         )
-        for k in ("policy_lr", "value_lr"):
+        for k in ("policy_lr", "value_lr"):  # value_lr: only read with a critic
             _check(getattr(self, k) > 0, f"algo.{k}", "must be > 0")
         _check(0 <= self.gamma <= 1, "algo.gamma", "must be in [0, 1]")
         _check(0 <= self.lam <= 1, "algo.lam", "must be in [0, 1]")
@@ -196,6 +292,37 @@ class PPOConfig:
                 "algo.length_penalty.threshold",
                 "must be in [0, algo.generation.max_new_tokens)",
             )
+
+    @property
+    def critic(self) -> bool:
+        """Whether this run trains a value model (advantage.estimator=gae)."""
+        return self.advantage.critic
+
+    @property
+    def value_source(self) -> str:
+        """Where the value model starts: ``reward_model`` or ``base`` (with a critic)."""
+        return self.value_init or "reward_model"
+
+    @property
+    def whiten(self) -> bool:
+        """Whether the advantages are whitened over the batch after the estimator."""
+        return self.advantage.critic and self.whiten_advantages is not False
+
+    @property
+    def prompts_per_step(self) -> int:
+        """Prompts drawn per iteration (each sampled ``samples_per_prompt`` times)."""
+        return self.rollout_batch_size // self.samples_per_prompt
+
+
+PPOConfig = RLConfig  # the name before the critic-free algorithms shared the schema
+
+
+def is_rl(algo) -> bool:
+    """Whether an ``algo`` node is an RL one: an :class:`RLConfig`, or the dict of one read back
+    from a run's ``.hydra/config.yaml`` (runs of any mplus version: they have a rollout batch)."""
+    if isinstance(algo, RLConfig):
+        return True
+    return isinstance(algo, Mapping) and "rollout_batch_size" in algo
 
 
 @dataclass

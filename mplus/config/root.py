@@ -9,7 +9,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from mplus.config.algo import DPOConfig, NoneConfig, PPOConfig, RMConfig, SFTConfig
+from mplus.config.algo import DPOConfig, NoneConfig, RLConfig, RMConfig, SFTConfig
 from mplus.config.data import HHDataConfig, SyntheticDataConfig
 from mplus.config.model import ModelConfig
 from mplus.config_common import ConfigError, HardwareConfig, _check, register_common_configs
@@ -80,12 +80,12 @@ class TrainConfig:
     ckpt_path: str | None = None  # checkpoint to resume from, or "last" (this run dir's newest)
     progress_bar: bool = True  # Lightning's progress bars on the console
     # the summary.json key the entry point returns (what an Optuna sweeper optimises)
-    objective: str = "ppo/gold_reward_end"
+    objective: str = "rl/gold_reward_end"
 
 
 ALGO_SCHEMAS = {
     "rm": RMConfig,
-    "ppo": PPOConfig,
+    "ppo": RLConfig,  # every RL algorithm (algo=grpo, rloo, reinforce_pp: over algo/ppo.yaml)
     "dpo": DPOConfig,
     "sft": SFTConfig,
     "none": NoneConfig,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mplus.config.algo import is_rl
 from mplus.export.markdown import _fmt, _front_matter, _plain, _portable, _table, _yaml_block
 from mplus.export.sections import (
     _ALGO_TEXT,
@@ -28,9 +29,10 @@ def policy_card(*, cfg, algo, summary, model, tokenizer, out: Path) -> str:
     s = sampling_settings(cfg)
     rows = _algo_rows(a, skip=("rm",))
     rows["seed"] = c.get("seed")
-    prefixes = ("heldout/", "eval/", f"{name}/")
+    rl = is_rl(a)
+    prefixes = ("heldout/", "eval/", "rl/" if rl else f"{name}/")
     rm_note = ""
-    if name == "ppo":
+    if rl:
         rm = a.get("reward_model")
         rm_note = (
             "\n\nReward model: "
@@ -87,7 +89,7 @@ def policy_card(*, cfg, algo, summary, model, tokenizer, out: Path) -> str:
             "",
             "## Usage",
             "",
-            f"Sampling as the run did ({'PPO rollouts' if name == 'ppo' else 'held-out evaluation'}"
+            f"Sampling as the run did ({f'{name.upper()} rollouts' if rl else 'held-out evaluation'}"
             f": temperature {s['temperature']:g}, top_p {s['top_p']:g}, top_k {s['top_k']}, up to "
             f"{s['max_new_tokens']} new tokens), several prompts in one batch:",
             "",
@@ -121,7 +123,7 @@ texts = [prompt + r + tok.eos_token for r in responses]  # ends with EOS, as in 
 inputs = tok(texts, return_tensors="pt", padding=True)
 with torch.no_grad():
     scores = model(**inputs).logits[:, 0]  # higher = preferred
-normalised = (scores - {mean!r}) / {std!r}  # what PPO used (reward_stats.json)
+normalised = (scores - {mean!r}) / {std!r}  # what RL used (reward_stats.json)
 print(scores.tolist(), normalised.tolist())
 """
 
@@ -130,7 +132,7 @@ def reward_model_card(*, cfg, algo, summary, model, tokenizer, out: Path) -> str
     """README.md of a ``reward_model/`` export: what the score means and its stats."""
     c = _plain(cfg) or {}
     a = _plain(algo) or c.get("algo") or {}
-    if a.get("name") == "ppo":
+    if is_rl(a):
         a = a.get("rm") or {}
     summary = dict(summary or {})
     mean, std = summary.get("rm/reward_mean"), summary.get("rm/reward_std")
@@ -138,12 +140,12 @@ def reward_model_card(*, cfg, algo, summary, model, tokenizer, out: Path) -> str
     base, hub = _base_section(c, model)
     data, datasets = _data_section(c, summary)
     stats = {"mean": mean, "std": std, "val_accuracy": acc}
-    ppo = c.get("algo") or {}
+    rl_algo = c.get("algo") or {}
     norm = ""
-    if ppo.get("name") == "ppo":
-        r = ppo.get("reward") or {}
+    if is_rl(rl_algo):
+        r = rl_algo.get("reward") or {}
         norm = (
-            f" This run's PPO used `(score - mean) / std` (`algo.reward.normalize="
+            f" This run's {rl_algo['name'].upper()} used `(score - mean) / std` (`algo.reward.normalize="
             f"{r.get('normalize')}`), clipped to ±{r.get('clip')} (`algo.reward.clip`)."
         )
     m = float(mean) if mean is not None else 0.0

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from mplus.config.algo import is_rl
 from mplus.export.files import context_length
 from mplus.export.markdown import _flatten, _fmt, _plain, _portable, _table
 
@@ -101,6 +102,23 @@ _ALGO_TEXT = {
         "validation stats), a KL penalty to the frozen base, GAE advantages, clipped policy "
         "and value losses."
     ),
+    "grpo": (
+        "GRPO directly on the base model (no SFT first, no value model): several responses "
+        "sampled per prompt and scored by the reward model, each response's advantage its "
+        "score against its group's mean divided by the group's std, a clipped policy loss and "
+        "a k3 KL loss term to the frozen base."
+    ),
+    "rloo": (
+        "RLOO directly on the base model (no SFT first, no value model): several responses "
+        "sampled per prompt, each response's baseline the mean score of the other samples of "
+        "its prompt, a per-token KL penalty to the frozen base in the reward, a clipped policy "
+        "loss."
+    ),
+    "reinforce_pp": (
+        "REINFORCE++ directly on the base model (no SFT first, no value model): a per-token KL "
+        "penalty to the frozen base in the reward, discounted returns whitened over the batch "
+        "as the advantages, a clipped policy loss."
+    ),
     "sft": "Supervised fine-tuning of the base on the chosen responses (loss on response tokens).",
     "dpo": (
         "DPO from the base (no SFT first) against the frozen base as the reference, on the "
@@ -124,10 +142,10 @@ def _metrics_section(summary: Mapping, prefixes: tuple[str, ...], note: str = ""
 
 
 def sampling_settings(cfg) -> dict:
-    """The sampling a run used: PPO's rollout settings, else the held-out evaluation's."""
+    """The sampling a run used: the RL rollout settings, else the held-out evaluation's."""
     c = _plain(cfg) or {}
     algo = c.get("algo") or {}
-    if algo.get("name") == "ppo" and algo.get("generation"):
+    if is_rl(algo) and algo.get("generation"):
         g = algo["generation"]
         return {
             "max_new_tokens": g["max_new_tokens"],

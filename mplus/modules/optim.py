@@ -190,9 +190,8 @@ class FiniteGuard(L.Callback):
         self.saved_step = step
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.saved_step = checkpoint.get("mplus_ppo", {}).get(
-            "ppo_step", checkpoint.get("global_step")
-        )
+        key = getattr(pl_module, "state_key", None)  # an RL stage's own entry
+        self.saved_step = checkpoint.get(key, {}).get("ppo_step", checkpoint.get("global_step"))
 
 
 def _trainable(module) -> list[torch.Tensor]:

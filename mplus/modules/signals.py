@@ -142,7 +142,7 @@ class StopOnSignal(L.Callback):
         # that the run succeeded. 128 + signal is what a process killed by it reports.
         exception.code = 128 + signum
         self._mark("interrupted", trainer, pl_module, signal=name, checkpoint=saved)
-        unit = "PPO steps" if hasattr(pl_module, "ppo_step") else "steps"
+        unit = f"{self.stage.upper()} steps" if hasattr(pl_module, "ppo_step") else "steps"
         log.warning(
             "%s: stopped by %s after %d %s; %s; exit status %d",
             self.stage,

@@ -21,6 +21,7 @@ judge it.
 
 from __future__ import annotations
 
+from mplus.config.algo import is_rl
 from mplus.preflight.checkpoints import (  # noqa: F401  _RESUMABLE, CRC_...: re-exported
     _RESUMABLE,
     CRC_CHECK_MAX_BYTES,
@@ -52,7 +53,7 @@ def preflight(cfg) -> None:
     check_model_dir(
         cfg.model.name_or_path, "model.name_or_path", allow_pickle=cfg.model.allow_pickle, hub=True
     )
-    if cfg.algo.name == "ppo" and cfg.algo.reward_model is not None:
+    if is_rl(cfg.algo) and cfg.algo.reward_model is not None:
         check_model_dir(
             cfg.algo.reward_model, "algo.reward_model", allow_pickle=cfg.model.allow_pickle
         )

@@ -12,13 +12,15 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mplus.config.algo import RL_ALGOS
 from mplus.errors import CheckpointError
+from mplus.rundir import SHARED_STATE_KEYS, rl_state_key
 
 # ``ckpt_path=last``: the newest checkpoint of this run dir, found by the pipeline at resume time.
 LAST = "last"
 
 # the algorithms that resume from ckpt_path, and the stages whose checkpoints they take
-_RESUMABLE = ("rm", "sft", "dpo", "ppo")
+_RESUMABLE = ("rm", "sft", "dpo", *RL_ALGOS)
 # one-file checkpoints up to this size have every member's CRC checked (~1 s per GiB)
 CRC_CHECK_MAX_BYTES = 2 << 30
 
@@ -210,12 +212,20 @@ def _inspect_file(path: Path, key: str, *, dcp: bool = False, torch_file: bool =
 def checkpoint_stage(strings: set[str]) -> str | None:
     """The stage (algo name) a checkpoint's keys belong to, or None if none matches.
 
-    PPO saves ``mplus_ppo`` and ``policy.*``/``value_model.*``; DPO ``policy.*``; the reward model
-    ``model.*`` with a ``score`` head; SFT ``model.*`` with an ``lm_head``. Sharded checkpoints
-    name their keys ``state_dict.<key>``.
+    An RL stage saves its state under ``mplus_<algo>`` (``mplus_ppo``, ``mplus_grpo``: see
+    :func:`mplus.rundir.rl_state_key`) and ``policy.*`` (PPO also ``value_model.*``); DPO
+    ``policy.*``; the reward model ``model.*`` with a ``score`` head; SFT ``model.*`` with an
+    ``lm_head``. Sharded checkpoints name their keys ``state_dict.<key>``.
     """
     keys = {s.removeprefix("state_dict.") for s in strings}
-    if "mplus_ppo" in keys or any(k.startswith("value_model.") for k in keys):
+    rl = sorted(
+        k.removeprefix(rl_state_key(""))
+        for k in keys
+        if k.startswith(rl_state_key("")) and k not in SHARED_STATE_KEYS
+    )
+    if rl:
+        return rl[0]
+    if any(k.startswith("value_model.") for k in keys):
         return "ppo"
     if any(k.startswith("policy.") for k in keys):
         return "dpo"

@@ -127,20 +127,35 @@ class HFGenerateEngine:
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
         self.pad_token_id: int = pad
 
-    def generate(self, model: Any, prompts: list[str]) -> Rollout:
-        """Samples one response per prompt; see :class:`Rollout` for the layout."""
+    def generate(self, model: Any, prompts: list[str], keys: list[int] | None = None) -> Rollout:
+        """Samples one response per prompt; see :class:`Rollout` for the layout.
+
+        With ``keys`` (one int per prompt; a temperature > 0) row ``i`` samples from a random
+        stream seeded by ``keys[i]`` (:class:`mplus.rollout.keyed.KeyedSampler`): its response
+        does not depend on the other rows, the batch size or the process it runs in.
+        """
         start = time.perf_counter()
         device = _device_of(model)
         query_ids, query_mask, n_truncated = self._encode_prompts(prompts, device)
+        kwargs = self._generate_kwargs()
+        if keys is not None:
+            from transformers import LogitsProcessorList
+
+            from mplus.rollout.keyed import KeyedSampler
+
+            if len(keys) != len(prompts):
+                raise ValueError(f"{len(keys)} sampling keys for {len(prompts)} prompts")
+            for k in ("temperature", "top_p", "top_k"):
+                kwargs.pop(k, None)
+            kwargs["do_sample"] = False  # greedy search over the keyed Gumbel-perturbed scores
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [KeyedSampler(keys, self.temperature, self.top_p, self.top_k)]
+            )
         was_training = model.training
         model.eval()
         try:
             with torch.no_grad():
-                out = model.generate(
-                    input_ids=query_ids,
-                    attention_mask=query_mask,
-                    **self._generate_kwargs(),
-                )
+                out = model.generate(input_ids=query_ids, attention_mask=query_mask, **kwargs)
         finally:
             model.train(was_training)
         generated = out.sequences[:, query_ids.shape[1] :]  # (B, T_gen)

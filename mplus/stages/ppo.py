@@ -1,6 +1,13 @@
-"""``algo=ppo``: direct RLHF from the base. Policy and reference from the base, the reward model
-this run trains first (unless ``algo.reward_model`` names an export), a value model, PPO with a
-KL leash and a response-length penalty; exports ``<run dir>/policy/``."""
+"""``algo=ppo`` (and ``grpo``, ``rloo``, ``reinforce_pp``): direct RLHF from the base. Policy and
+reference from the base, the reward model this run trains first (unless ``algo.reward_model``
+names an export), a value model only with a critic (PPO's GAE), RL with a KL leash and a
+response-length penalty; exports ``<run dir>/policy/``.
+
+One stage for every RL algorithm: they share :class:`mplus.config.RLConfig` and
+:class:`mplus.modules.ppo.PPOModule` and differ in ``algo.advantage.estimator`` (the registry of
+:mod:`mplus.algo.advantages`). Each runs under its own name (``checkpoints/<algo>/``,
+``tb/<algo>/``, its own stage seed) and records ``rl/*`` start/end metrics in the summary.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import torch
 
 from mplus import distributed as D
 from mplus import rundir
-from mplus.config import PPOConfig, TrainConfig
+from mplus.config import RL_ALGOS, RLConfig, TrainConfig
 from mplus.hardware import HardwareError
 from mplus.rundir import Summary
 from mplus.stages import register
@@ -25,14 +32,16 @@ from mplus.stages.rm import train_reward_model
 
 log = logging.getLogger(__name__)
 
+METRIC_PREFIX = "rl"  # every RL algorithm's metrics: rl/* (summary and TensorBoard)
+
 
 def check_plan(cfg: TrainConfig) -> None:
-    """Refuse, at start, what PPO's distributed path does not support."""
+    """Refuse, at start, what the RL stage's distributed path does not support."""
     hw, algo = cfg.hardware, cfg.algo
     world = hw.devices * hw.num_nodes if isinstance(hw.devices, int) else None
     if hw.strategy == "ddp":
         raise HardwareError(
-            "algo=ppo trains with several backward passes per step, which DDP's "
+            f"algo={algo.name} trains with several backward passes per step, which DDP's "
             "reducer does not allow: use hardware.strategy=fsdp"
         )
     if world and world > 1:
@@ -42,9 +51,15 @@ def check_plan(cfg: TrainConfig) -> None:
                     f"algo.{key}={getattr(algo, key)} must be divisible by the "
                     f"{world} data-parallel ranks of hardware={hw.name}"
                 )
+        if algo.prompts_per_step % world:  # groups stay whole on one rank
+            raise HardwareError(
+                f"algo.rollout_batch_size / algo.samples_per_prompt = {algo.prompts_per_step} "
+                f"prompts per step must be divisible by the {world} data-parallel ranks of "
+                f"hardware={hw.name} (each rank samples whole groups)"
+            )
 
 
-def reward_model_for_ppo(rc: RunContext, algo: PPOConfig, summary: Summary) -> Path:
+def reward_model_for_ppo(rc: RunContext, algo: RLConfig, summary: Summary) -> Path:
     """The exported reward model PPO scores with: given, left by an earlier try, or trained now."""
     if algo.reward_model is not None:
         path = Path(algo.reward_model)
@@ -60,9 +75,8 @@ def reward_model_for_ppo(rc: RunContext, algo: PPOConfig, summary: Summary) -> P
     return train_reward_model(rc, algo.rm, summary)
 
 
-@register("ppo", check=check_plan)
 def run(rc: RunContext, summary: Summary) -> None:
-    """PPO from the base; exports ``<run dir>/policy/``; adds ppo/* start/end metrics."""
+    """RL from the base; exports ``<run dir>/policy/``; adds rl/* start/end metrics."""
     from mplus.models.builders import disable_dropout
     from mplus.models.reward import read_reward_stats
     from mplus.models.value import ValueModel
@@ -70,6 +84,7 @@ def run(rc: RunContext, summary: Summary) -> None:
     from mplus.rollout import HFGenerateEngine
 
     cfg, algo = rc.cfg, rc.cfg.algo
+    stage, P = algo.name, METRIC_PREFIX
     rm_path = reward_model_for_ppo(rc, algo, summary)
     if algo.steps <= algo.warmup_steps:
         log.warning(
@@ -79,12 +94,14 @@ def run(rc: RunContext, summary: Summary) -> None:
             algo.warmup_steps,
         )
     t0 = time.time()
-    seed_stage(cfg, "ppo")
+    seed_stage(cfg, stage)
     policy = rc.policy()
     ref = rc.reference()
     reward_model = rc.scalar_model(rm_path, trainable=False)
-    value_src = rm_path if algo.value_init == "reward_model" else None  # None: the base
-    value = ValueModel(rc.scalar_model(value_src, trainable=True))
+    value = None
+    if algo.critic:  # critic-free estimators build no value model at all
+        value_src = rm_path if algo.value_source == "reward_model" else None  # None: the base
+        value = ValueModel(rc.scalar_model(value_src, trainable=True))
     for m in (policy, ref, reward_model, value):  # on-policy: the update sees the rollout's model
         if m is not None:
             disable_dropout(m)
@@ -99,8 +116,8 @@ def run(rc: RunContext, summary: Summary) -> None:
         stop_strings=tuple(g.stop_strings),
         max_prompt_length=g.max_prompt_length,
     )
-    start_file = rc.run_dir / rundir.PPO_START
-    ckpt = stage_checkpoint(cfg, "ppo")
+    start_file = rc.run_dir / rundir.rl_start_file(stage)
+    ckpt = stage_checkpoint(cfg, stage)
     resumed = ckpt is not None and start_file.exists()
 
     def start_eval(m):  # before the first step, with the models set up (sharded, on device)
@@ -109,7 +126,7 @@ def run(rc: RunContext, summary: Summary) -> None:
             m.policy,
             ref_model=m.ref_model,
             reward_model=m.reward_model,
-            title="before PPO",
+            title=f"before {stage.upper()}",
             probe=False,
         )
         if D.is_rank_zero():
@@ -136,18 +153,18 @@ def run(rc: RunContext, summary: Summary) -> None:
     # step loader are unbounded, so a finished run resumed with a larger algo.steps goes on.
     trainer = make_trainer(
         cfg,
-        "ppo",
+        stage,
         max_steps=-1,
         max_epochs=-1,
         callbacks=[
-            PPOCheckpoint(rundir.checkpoint_dir(rc.run_dir, "ppo"), algo.ckpt_every),
+            PPOCheckpoint(rundir.checkpoint_dir(rc.run_dir, stage), algo.ckpt_every),
             rng_state_callback(),
         ],
         summary=summary,
     )
     steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
     if ckpt:
-        log.info("Resuming the ppo stage from %s", ckpt)
+        log.info("Resuming the %s stage from %s", stage, ckpt)
     trainer.fit(module, steps, ckpt_path=ckpt, weights_only=True)
     start = module.start_metrics or (
         json.loads(start_file.read_text()) if start_file.exists() else {}
@@ -157,17 +174,21 @@ def run(rc: RunContext, summary: Summary) -> None:
         module.policy,
         ref_model=module.ref_model,
         reward_model=module.reward_model,
-        title="after PPO",
+        title=f"after {stage.upper()}",
         summary=summary,
         logger=trainer.logger,
         step=module.ppo_step,
     )
     for k, v in start.items():
-        summary[f"ppo/{k}_start"] = v
+        summary[f"{P}/{k}_start"] = v
     for k, v in end.items():
         if k != "probe_nll":
-            summary[f"ppo/{k}_end"] = v
-    summary["ppo/steps"] = module.ppo_step
-    summary["time/ppo_s"] = round(time.time() - t0, 1)
+            summary[f"{P}/{k}_end"] = v
+    summary[f"{P}/steps"] = module.ppo_step
+    summary[f"time/{stage}_s"] = round(time.time() - t0, 1)
     export_policy(rc, module.policy, summary)
     summary.save()
+
+
+for _name in RL_ALGOS:
+    register(_name, check=check_plan)(run)

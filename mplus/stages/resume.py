@@ -11,8 +11,6 @@ import torch
 from mplus import rundir
 from mplus.config import TrainConfig
 
-STAGES = ("rm", "ppo", "sft", "dpo")  # the stages that fit, each with checkpoints/<stage>/
-
 
 def stage_seed(seed: int, stage: str) -> int:
     """The global seed of ``stage``: a function of the run seed and the stage name only, so a
@@ -44,9 +42,7 @@ def stage_checkpoint(cfg: TrainConfig, stage: str) -> str | None:
         last = rundir.last_checkpoint(cfg.run_dir, stage)
         return str(last) if last.exists() else None
     folder = Path(path).parent
-    owner = (
-        folder.name if folder.parent.name == rundir.CHECKPOINTS and folder.name in STAGES else None
-    )
+    owner = folder.name if folder.parent.name == rundir.CHECKPOINTS else None
     return path if stage == (owner or cfg.algo.name) else None
 
 

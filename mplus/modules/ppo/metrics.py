@@ -1,4 +1,9 @@
-"""The per-step metrics and text samples of :class:`mplus.modules.ppo.PPOModule` (a mixin)."""
+"""The per-step metrics and text samples of :class:`mplus.modules.ppo.PPOModule` (a mixin).
+
+Every RL algorithm logs the same names under one prefix, ``rl/`` (TensorBoard run
+``tb/<algo>/``); the value-model ones (``rl/value_loss``, ``rl/value_clipfrac``,
+``rl/explained_variance``) only with a critic, the group ones whenever samples_per_prompt > 1.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +20,39 @@ class PPOLoggingMixin:
     # ------------------------------------------------------------ logging
 
     def log_step(self, ro, scores, exp: Experience, stats: dict, seconds: float) -> None:
+        opts = self.optimizers()
         m = {
-            "ppo/reward_mean": scores["rm_raw"].mean(),
-            "ppo/score_mean": scores["score"].mean(),
-            "ppo/kl": scores["kl_seq_mean"],
-            "ppo/kl_coef": self.kl_ctl.value,
-            "ppo/entropy": stats["entropy"],
-            "ppo/policy_loss": stats["policy_loss"],
-            "ppo/value_loss": stats["value_loss"],
-            "ppo/clipfrac": stats["clipfrac"],
-            "ppo/value_clipfrac": stats["value_clipfrac"],
-            "ppo/approx_kl": stats["approx_kl"],
-            "ppo/explained_variance": A.explained_variance(
-                exp.values, exp.returns, exp.mask, reduce=D.all_reduce_sum
-            ),
-            "ppo/advantage_mean": scores["advantage_mean_raw"],
-            "ppo/response_length_mean": scores["lengths"].float().mean(),
-            "ppo/stop_rate": scores["stopped"].float().mean(),
-            "ppo/length_penalty_mean": scores["length_penalty"].mean(),
-            "ppo/lr": self.optimizers()[0].param_groups[0]["lr"],
+            "rl/reward_mean": scores["rm_raw"].mean(),
+            "rl/score_mean": scores["score"].mean(),
+            "rl/kl": scores["kl_seq_mean"],
+            "rl/kl_coef": self.kl_ctl.value,
+            "rl/entropy": stats["entropy"],
+            "rl/policy_loss": stats["policy_loss"],
+            "rl/clipfrac": stats["clipfrac"],
+            "rl/approx_kl": stats["approx_kl"],
+            "rl/advantage_mean": scores["advantage_mean_raw"],
+            "rl/advantage_std": scores["advantage_std_raw"],
+            "rl/response_length_mean": scores["lengths"].float().mean(),
+            "rl/stop_rate": scores["stopped"].float().mean(),
+            "rl/length_penalty_mean": scores["length_penalty"].mean(),
+            "rl/lr": (opts[0] if isinstance(opts, list) else opts).param_groups[0]["lr"],
             "perf/rollout_tokens_per_s": ro.tokens_per_s,
             "perf/step_s": seconds,
             "perf/train_tokens_per_s": stats["train_tokens_per_s"],
         }
+        if exp.values is not None:
+            m["rl/value_loss"] = stats["value_loss"]
+            m["rl/value_clipfrac"] = stats["value_clipfrac"]
+            m["rl/explained_variance"] = A.explained_variance(
+                exp.values, exp.returns, exp.mask, reduce=D.all_reduce_sum
+            )
+        if self.cfg.samples_per_prompt > 1:
+            m["rl/group_reward_std"] = scores["group_reward_std"]
+            m["rl/group_zero_std_share"] = scores["group_zero_std_share"]
         if torch.cuda.is_available():
             m["perf/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if "gold" in scores:
-            m["ppo/gold_reward_mean"] = scores["gold"].mean()
+            m["rl/gold_reward_mean"] = scores["gold"].mean()
         m = {k: float(v) for k, v in m.items()}
         if D.is_distributed():  # per-rank means of equal-sized slices -> means over all ranks
             keys = [k for k in m if k not in _GLOBAL_METRICS]
@@ -55,9 +66,9 @@ class PPOLoggingMixin:
                 self._log_samples(ro, scores)
         self.log_dict(
             {
-                "reward": m["ppo/reward_mean"],
-                "kl": m["ppo/kl"],
-                **({"gold": m["ppo/gold_reward_mean"]} if "gold" in scores else {}),
+                "reward": m["rl/reward_mean"],
+                "kl": m["rl/kl"],
+                **({"gold": m["rl/gold_reward_mean"]} if "gold" in scores else {}),
             },
             prog_bar=True,
             logger=False,
@@ -70,10 +81,17 @@ class PPOLoggingMixin:
             p = ro.prompts[i][-120:].replace("\n", "\\n").replace("|", "/")
             r = ro.responses[i].replace("\n", "\\n").replace("|", "/")
             rows.append(f"| {p} | {r} | {float(scores['rm_raw'][i]):.2f} |")
-        self.logger.experiment.add_text("ppo/samples", "\n".join(rows), self.ppo_step)
+        self.logger.experiment.add_text("rl/samples", "\n".join(rows), self.ppo_step)
 
 
 # metrics that are the same on every rank already (computed from all-rank statistics)
 _GLOBAL_METRICS = frozenset(
-    {"ppo/kl", "ppo/kl_coef", "ppo/advantage_mean", "ppo/lr", "ppo/explained_variance"}
+    {
+        "rl/kl",
+        "rl/kl_coef",
+        "rl/advantage_mean",
+        "rl/advantage_std",
+        "rl/lr",
+        "rl/explained_variance",
+    }
 )

@@ -1,8 +1,10 @@
-"""PPO from the base model: one ``training_step`` is one PPO iteration.
+"""RL from the base model: one ``training_step`` is one iteration of PPO, GRPO, RLOO or
+REINFORCE++ (one module; they differ in the advantage estimator, ``mplus.algo.advantages``).
 
 rollout -> score -> advantages -> update -> log, each a method below; the math is in
-:mod:`mplus.algo`. Manual optimisation with two optimisers (policy, value); the frozen reference
-and reward models are not saved in checkpoints (they are rebuilt from their paths on resume).
+:mod:`mplus.algo`. Manual optimisation with one optimiser per trained model (policy, and the value
+model when the estimator has a critic); the frozen reference and reward models are not saved in
+checkpoints (they are rebuilt from their paths on resume).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from mplus import algo as A
 from mplus import distributed as D
+from mplus import rundir
 from mplus.models.logprobs import reference_context, token_logprobs
 from mplus.models.reward import score_texts
 from mplus.modules.optim import adamw_with_warmup
@@ -22,28 +25,35 @@ from mplus.modules.ppo.metrics import PPOLoggingMixin
 from mplus.modules.ppo.parts import Experience, _seed_all
 from mplus.modules.ppo.update import PPOUpdateMixin
 from mplus.modules.sharding import ShardedModule
+from mplus.rollout.keyed import sample_key
 
 FROZEN_PREFIXES = ("ref_model.", "reward_model.")
 
 
 class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModule):
-    """Policy + value trained by PPO against a frozen reward model, with a KL leash to the base.
+    """A policy trained against a frozen reward model with a KL leash to the base: PPO (GAE with
+    a value model) or a critic-free estimator (GRPO, RLOO, REINFORCE++), per
+    ``cfg.advantage.estimator``.
 
     Args:
         policy: causal LM (optionally a peft model: the reference is then the policy with its
             adapter disabled and ``ref_model`` is None).
-        value_model: :class:`mplus.models.value.ValueModel`.
+        value_model: :class:`mplus.models.value.ValueModel` with a critic (``cfg.critic``), else
+            None: no value model is built, sharded, optimised or checkpointed.
         ref_model: frozen copy of the base, or None with LoRA.
         reward_model: frozen sequence classifier; ``reward_stats`` its validation mean/std.
         engine: a :class:`mplus.rollout.RolloutEngine`.
-        prompts: the PPO prompt pool; step ``k`` draws its batch from it by ``(seed, k)``.
+        prompts: the prompt pool; step ``k`` draws its ``cfg.prompts_per_step`` prompts from it
+            by ``(seed, k)`` and samples each ``cfg.samples_per_prompt`` times (one group).
         gold_fn: ground-truth reward (synthetic task) or None.
 
     Data parallel (``hardware.strategy=fsdp``): ``rollout_batch_size`` and ``minibatch_size`` are
-    global; each rank generates for its slice of the step's prompts, advantages are whitened and
-    metrics averaged over all ranks' rollouts, and losses are scaled so the averaged gradient is
-    the gradient of the global token mean. Policy and value are sharded and trained; the
-    reference and reward model are sharded (or offloaded) and frozen.
+    global; each rank generates for its slice of the step's prompts (whole groups: prompts are
+    split before they are repeated, so group statistics never cross ranks), advantages are
+    whitened and metrics averaged over all ranks' rollouts, and the losses are this rank's share
+    of the global aggregate, so the averaged gradient is that of one process holding the whole
+    batch. Trained models are sharded; the reference and reward model are sharded (or
+    offloaded) and frozen.
     """
 
     def __init__(
@@ -65,7 +75,13 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         super().__init__()
         self.automatic_optimization = False
         self.strict_loading = False  # frozen models are dropped from checkpoints
+        if (value_model is not None) != cfg.critic:
+            raise ValueError(
+                f"advantage.estimator={cfg.advantage.estimator} "
+                + ("needs a value model" if cfg.critic else "trains no value model")
+            )
         self.policy, self.value_model = policy, value_model
+        self.estimator = A.get_estimator(cfg.advantage.estimator)
         self.ref_model, self.reward_model = ref_model, reward_model
         for m in (ref_model, reward_model):
             if m is not None:
@@ -101,10 +117,15 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         if self.start_eval is not None and self.ppo_step == 0:
             self.start_metrics = self.start_eval(self)
 
+    @property
+    def state_key(self) -> str:
+        """The checkpoint entry of this stage's own state (``mplus_ppo``, ``mplus_grpo``, ...)."""
+        return rundir.rl_state_key(self.cfg.name)
+
     def models_to_shard(self):
         return [
             (self.policy, True),
-            (self.value_model, True),
+            *([(self.value_model, True)] if self.value_model is not None else []),
             (self.ref_model, False),
             (self.reward_model, False),
         ]
@@ -121,13 +142,13 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         step = self.ppo_step
         t0 = time.time()
         _seed_all(self.seed * 1_000_003 + step)
-        prompts = self.draw_prompts(step)
-        ro = self.rollout(prompts)
+        prompts, group_ids = self.draw_prompts(step)
+        ro = self.rollout(prompts, self.sample_keys(step, group_ids))
         scores = self.score(ro)
-        exp = self.advantages(ro, scores)
+        exp = self.advantages(ro, scores, group_ids.to(self.device))
         t_update = time.time()
         stats = self.update(exp)
-        # tokens through policy and value per second of update (all epochs)
+        # tokens through the trained models per second of update (all epochs)
         stats["train_tokens_per_s"] = (
             exp.seq.numel() * self.cfg.ppo_epochs / max(time.time() - t_update, 1e-9)
         )
@@ -139,19 +160,35 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
             self.trainer.should_stop = True
         return None
 
-    def draw_prompts(self, step: int) -> list[str]:
-        """This rank's slice of the step's global batch of prompts."""
-        rng = random.Random(f"{self.seed}-{step}")
-        return D.shard_of(
-            [
-                self.prompts[rng.randrange(len(self.prompts))]
-                for _ in range(self.cfg.rollout_batch_size)
-            ]
-        )
+    def draw_prompts(self, step: int) -> tuple[list[str], torch.Tensor]:
+        """This rank's slice of the step's prompts, each repeated ``samples_per_prompt`` times
+        in a row, and the group id of every row (the prompt's index in the step's global draw).
 
-    def rollout(self, prompts):
+        The draw is split over ranks before the repetition, so every group is whole on one rank.
+        """
+        n = self.cfg.samples_per_prompt
+        rng = random.Random(f"{self.seed}-{step}")
+        drawn = [
+            self.prompts[rng.randrange(len(self.prompts))] for _ in range(self.cfg.prompts_per_step)
+        ]
+        mine = D.shard_of(list(enumerate(drawn)))
+        prompts = [p for _, p in mine for _ in range(n)]
+        group_ids = torch.tensor([i for i, _ in mine for _ in range(n)], dtype=torch.long)
+        return prompts, group_ids
+
+    def sample_keys(self, step: int, group_ids: torch.Tensor) -> list[int] | None:
+        """With ``generation.seed_per_sample``: each row's sampling seed, from (run seed, step,
+        prompt, sample index in its group), which no batch split changes; else None."""
+        if not self.cfg.generation.seed_per_sample:
+            return None
+        ids = group_ids.tolist()
+        return [sample_key(self.seed, step, g, i - ids.index(g)) for i, g in enumerate(ids)]
+
+    def rollout(self, prompts, keys=None):
         with D.gathered(self.policy):  # one all-gather per rollout phase, not per token
-            return self.engine.generate(self.policy, prompts)
+            if keys is None:
+                return self.engine.generate(self.policy, prompts)
+            return self.engine.generate(self.policy, prompts, keys=keys)
 
     @torch.no_grad()
     def score(self, ro) -> dict:
@@ -195,7 +232,7 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         return token_logprobs(model, seq, attn, pos, start=q_len - 1, temperature=self.temperature)
 
     @torch.no_grad()
-    def advantages(self, ro, scores) -> Experience:
+    def advantages(self, ro, scores, group_ids: torch.Tensor) -> Experience:
         c = self.cfg
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
         q_len, mask = ro.query_ids.shape[1], ro.response_mask
@@ -204,28 +241,53 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         ref, ctx = reference_context(self.policy, self.ref_model)
         with ctx:
             ref_lp, _ = self._logprobs(ref, seq, attn, pos, q_len)
-        values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1] * mask
+        values = None
+        if self.value_model is not None:
+            values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1] * mask
         kl = A.kl_estimate(old_lp, ref_lp, c.kl.estimator) * mask
         kl_coef = self.kl_ctl.value if c.kl.in_reward else 0.0
         rewards = A.token_rewards(scores["score"], kl, mask, kl_coef)
-        adv, ret = A.gae(rewards, values, mask, c.gamma, c.lam)
-        # statistics of the whole batch, all ranks (all_reduce_sum is a copy in one process);
-        # logged before whitening: after it the mean is 0 by construction
-        scores["advantage_mean_raw"] = float(A.masked_mean(adv, mask, reduce=D.all_reduce_sum))
-        if c.whiten_advantages:
+        adv, ret = self.estimator(
+            token_rewards=rewards,
+            mask=mask,
+            values=values,
+            group_ids=group_ids,
+            gamma=c.gamma,
+            lam=c.lam,
+            norm_by_std=c.advantage.norm_by_std,
+            eps=c.advantage.eps,
+            reduce=D.all_reduce_sum,
+        )
+        # statistics of the whole batch, all ranks (all_reduce_sum is a copy in one process)
+        self._advantage_stats(scores, rewards, adv, ret, values, mask, group_ids)
+        if c.whiten:
             adv = A.masked_whiten(adv, mask, reduce=D.all_reduce_sum)
         scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
-        return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret)
+        return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret, group_ids)
+
+    def _advantage_stats(self, scores, rewards, adv, ret, values, mask, group_ids) -> None:
+        """Into ``scores``: the advantages' mean/std as the estimator gave them (before the
+        whitening of gae: after it the mean is 0 by construction; the raw discounted returns
+        for reinforce_pp, whose whitening is the estimator itself), and per prompt group the
+        reward std and the share of groups whose samples all scored the same (GRPO and RLOO
+        learn nothing from those)."""
+        raw = ret if self.cfg.advantage.estimator == "reinforce_pp" else adv
+        mean, var = A.masked_moments(raw, mask, reduce=D.all_reduce_sum)
+        scores["advantage_mean_raw"], scores["advantage_std_raw"] = float(mean), float(var) ** 0.5
+        seq_reward = A.masked_sum(rewards.double(), mask.bool(), dim=1)
+        std, constant = A.group_score_stats(seq_reward, group_ids)
+        scores["group_reward_std"] = std.float().mean()
+        scores["group_zero_std_share"] = constant.float().mean()
 
     # ------------------------------------------------------------ optimisers and checkpoints
 
     def configure_optimizers(self):
         c = self.cfg
         out = []
-        for params, lr in (
-            (self.policy.parameters(), c.policy_lr),
-            (self.value_model.parameters(), c.value_lr),
-        ):
+        trained = [(self.policy.parameters(), c.policy_lr)]
+        if self.value_model is not None:
+            trained.append((self.value_model.parameters(), c.value_lr))
+        for params, lr in trained:
             opt, sched = adamw_with_warmup(
                 params,
                 lr=lr,
@@ -239,14 +301,14 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.drop_frozen(checkpoint, FROZEN_PREFIXES)
         self.saved_step = self.ppo_step
-        checkpoint["mplus_ppo"] = {
+        checkpoint[self.state_key] = {
             "ppo_step": self.ppo_step,
             "kl_ctl": self.kl_ctl.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        st = checkpoint["mplus_ppo"]
+        st = checkpoint[self.state_key]
         self.ppo_step = self.saved_step = st["ppo_step"]
         self.kl_ctl.load_state_dict(st["kl_ctl"])
         torch.set_rng_state(st["rng"]["torch"])

@@ -1,4 +1,4 @@
-"""The pieces of PPO outside :class:`mplus.modules.ppo.PPOModule`: the rollout batch
+"""The pieces of the RL module outside :class:`mplus.modules.ppo.PPOModule`: the rollout batch
 (:class:`Experience`), per-step seeding, and the checkpoint callback."""
 
 from __future__ import annotations
@@ -21,23 +21,24 @@ class Experience:
     mask: torch.Tensor
     old_logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
-    values: torch.Tensor
+    values: torch.Tensor | None  # None without a critic
     advantages: torch.Tensor
     returns: torch.Tensor
+    group_ids: torch.Tensor  # (B,) the prompt each row was sampled for
 
 
 def _seed_all(seed: int) -> None:
-    """Each PPO step reseeds from (run seed, step): a resumed run samples what it would have."""
+    """Each RL step reseeds from (run seed, step): a resumed run samples what it would have."""
     seed %= 2**31
     random.seed(seed)
     torch.manual_seed(seed)
 
 
 class PPOCheckpoint(L.Callback):
-    """Saves ``last.ckpt`` every ``every`` PPO steps and at the last one.
+    """Saves ``last.ckpt`` every ``every`` RL steps and at the last one.
 
     Not ``ModelCheckpoint(every_n_train_steps=...)``: with manual optimisation ``global_step``
-    counts optimiser steps (two optimisers, several minibatches per PPO step).
+    counts optimiser steps (one per trained model, several minibatches per RL step).
     """
 
     def __init__(self, dirpath, every: int):

@@ -1,5 +1,6 @@
 """The update phase of :class:`mplus.modules.ppo.PPOModule`: ``ppo_epochs`` passes over shuffled
-minibatches, with the NaN/inf checks around each optimiser step (a mixin of the module)."""
+minibatches, with the NaN/inf checks around each optimiser step (a mixin of the module). The same
+clipped surrogate for every estimator; the value loss only with a critic."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ class PPOUpdateMixin:
     def update(self, exp: Experience) -> dict:
         """``ppo_epochs`` passes over shuffled minibatches; returns mean stats over minibatches."""
         c = self.cfg
-        opt_p, opt_v = self.optimizers()
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]  # one optimiser without a critic
+        named = list(zip(("policy", "value")[: len(opts)], opts, strict=True))
         self.policy.train()
-        self.value_model.train()
+        if self.value_model is not None:
+            self.value_model.train()
         g = torch.Generator().manual_seed(self.seed * 7919 + self.ppo_step)
         n = exp.seq.shape[0]
         acc: dict[str, list[float]] = {}
@@ -41,7 +45,7 @@ class PPOUpdateMixin:
                     acc.setdefault(k, []).append(v)
                 n_mb += 1
                 if n_mb % c.grad_accum == 0:
-                    for name, opt in (("policy", opt_p), ("value", opt_v)):
+                    for name, opt in named:
                         params = optimizer_params(opt)
                         if not uses_grad_scaler(self.trainer):  # 16-mixed skips inf steps itself
                             self._check_finite(
@@ -63,7 +67,8 @@ class PPOUpdateMixin:
                             "parameters",
                             "the optimiser step made them so; stopping before they are saved",
                         )
-        for sch in self.lr_schedulers():
+        schedulers = self.lr_schedulers()
+        for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
             sch.step()
         return {k: sum(v) / len(v) for k, v in acc.items()}
 
@@ -74,14 +79,16 @@ class PPOUpdateMixin:
             return
         step, key = self.ppo_step + 1, f"{model}_lr"
         advice = divergence_advice(
-            None if self.saved_step is None else f"after PPO step {self.saved_step}",
+            None
+            if self.saved_step is None
+            else f"after {self.cfg.name.upper()} step {self.saved_step}",
             f"start again with a lower algo.{key} (now {getattr(self.cfg, key):g}) or check "
             "the rewards",
-            stage_checkpoint_path(self.trainer, "ppo"),
+            stage_checkpoint_path(self.trainer, self.cfg.name),
         )
         raise TrainingDiverged(
-            f"ppo: the {model} {what} are non-finite (NaN/inf in {bad} of {total} tensors) in "
-            f"PPO step {step}: {after}. {advice}",
+            f"{self.cfg.name}: the {model} {what} are non-finite (NaN/inf in {bad} of {total} "
+            f"tensors) in {self.cfg.name.upper()} step {step}: {after}. {advice}",
             step=step,
         )
 
@@ -89,31 +96,54 @@ class PPOUpdateMixin:
         c = self.cfg
         mask = exp.mask[idx]
         share = D.token_share(mask)  # this rank's part of the global token mean (1 alone)
+        # The policy-side losses are aggregated by algo.loss_agg_mode; across ranks the
+        # aggregate's counts are reduced, so each loss is already this rank's share of the
+        # global one (one process: reduce=None, bit-identical to the plain token mean).
+        agg = {
+            "loss_agg_mode": c.loss_agg_mode,
+            "reduce": D.all_reduce_sum if D.is_distributed() else None,
+            "max_len": c.generation.max_new_tokens,
+        }
         logp, logits = self._logprobs(
             self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len
         )
         pl = A.policy_loss(
-            logp, exp.old_logprobs[idx], exp.advantages[idx], mask, c.clip_eps, c.dual_clip
+            logp, exp.old_logprobs[idx], exp.advantages[idx], mask, c.clip_eps, c.dual_clip, **agg
         )
         entropy = A.masked_mean(A.entropy_from_logits(logits), mask)
-        loss = pl.loss - c.entropy_coef * entropy
-        if not c.kl.in_reward:
-            kl = A.masked_mean(A.kl_estimate(logp, exp.ref_logprobs[idx], c.kl.estimator), mask)
-            loss = loss + self.kl_ctl.value * kl
-        check_finite(loss, "ppo/policy_loss", self.ppo_step + 1)  # the step it logs at
-        self.manual_backward(loss * share / c.grad_accum)
-
-        v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
-        vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
-        check_finite(vl.loss, "ppo/value_loss", self.ppo_step + 1)
-        self.manual_backward(vl.loss * share / c.grad_accum)
-        # weighted by the token share, so their mean over ranks is the global token mean
+        loss = pl.loss
+        if c.entropy_coef:
+            ent_loss = A.aggregate_loss(
+                A.entropy_from_logits(logits),
+                mask,
+                agg["loss_agg_mode"],
+                agg["reduce"],
+                agg["max_len"],
+            )
+            loss = loss - c.entropy_coef * ent_loss
+        if not c.kl.in_reward:  # KL as a loss term (GRPO: k3), aggregated like the policy loss
+            kl = A.kl_estimate(logp, exp.ref_logprobs[idx], c.kl.estimator)
+            kl_loss = A.aggregate_loss(
+                kl, mask, agg["loss_agg_mode"], agg["reduce"], agg["max_len"]
+            )
+            loss = loss + self.kl_ctl.value * kl_loss
+        check_finite(loss, f"{c.name}/policy_loss", self.ppo_step + 1)  # the step it logs at
+        self.manual_backward(loss / c.grad_accum)
+        # local token means weighted by the token share, so their mean over ranks is the
+        # global token mean; the loss is that share already
         w = float(share)
-        return {
-            "policy_loss": float(pl.loss.detach()) * w,
-            "value_loss": float(vl.loss.detach()) * w,
+        out = {
+            "policy_loss": float(pl.loss.detach()),
             "clipfrac": float(pl.clipfrac) * w,
             "approx_kl": float(pl.approx_kl) * w,
             "entropy": float(entropy.detach()) * w,
-            "value_clipfrac": float(vl.clipfrac) * w,
         }
+        if self.value_model is None:
+            return out
+        v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
+        vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
+        check_finite(vl.loss, f"{c.name}/value_loss", self.ppo_step + 1)
+        self.manual_backward(vl.loss * share / c.grad_accum)
+        out["value_loss"] = float(vl.loss.detach()) * w
+        out["value_clipfrac"] = float(vl.clipfrac) * w
+        return out

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,6 +126,12 @@ def test_unsupported_parallel_plans_fail_at_start():
         )
     with pytest.raises(HardwareError, match="DDP"):
         check_parallel_plan(_compose("hardware=2xcpu", "hardware.strategy=ddp"))
+    # groups stay whole on one rank: 32 / 8 = 4 prompts of 8 samples cannot fill 8 ranks
+    check_parallel_plan(_compose("algo=grpo", "hardware=2xcpu"))
+    with pytest.raises(HardwareError, match=r"4 prompts per step .* 8 data-parallel ranks") as e:
+        check_parallel_plan(_compose("algo=grpo", "hardware=8xa100"))
+    assert "algo.rollout_batch_size=64" in str(e.value)
+    check_parallel_plan(_compose("algo=grpo", "hardware=8xa100", "algo.rollout_batch_size=64"))
 
 
 # ---------------------------------------------------------------- the 7B wrap policy
@@ -223,6 +230,23 @@ GRPO_FEW = [
 ]
 
 
+def _assert_same_rl_run(one: Path, two: Path, tags: tuple[str, ...]) -> None:
+    """A 3-step RL run on one process and on two: the same held-out numbers, curves and policy
+    to 1e-4, and a policy that moved (so the comparison means something; with greedy held-out
+    samples the k1 sum is not a KL estimate and can be negative, its size shows the move)."""
+    s1, s2 = read_summary(one), read_summary(two)
+    assert s2["rl/steps"] == 3
+    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/probe_nll"):
+        assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
+    assert abs(s1["rl/kl_end"]) > 1e-3
+    c1, c2 = read_scalars(one / "tb"), read_scalars(two / "tb")
+    for tag in ("rl/reward_mean", "rl/kl", "rl/policy_loss", "rl/response_length_mean", *tags):
+        assert len(c1[tag]) == len(c2[tag]) == 3, tag
+        for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
+            assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
+    assert _max_weight_diff(one / "policy", two / "policy") < 1e-4
+
+
 @pytest.mark.slow
 def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     """Two gloo CPU processes through FSDP2 (hardware=2xcpu) vs one process, same global batch.
@@ -252,27 +276,7 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     p1, p2 = tmp_path / "ppo1", tmp_path / "ppo2"
     run_train(*PPO_FEW, rm, "hardware=cpu", run_dir=p1)
     run_train(*PPO_FEW, rm, "hardware=2xcpu", run_dir=p2)
-    s1, s2 = read_summary(p1), read_summary(p2)
-    assert s2["rl/steps"] == 3
-    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/probe_nll"):
-        assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
-    # the policy moved, so the comparison means something (greedy held-out samples: the k1 sum
-    # is not a KL estimate there and can be negative; its size shows the move)
-    assert abs(s1["rl/kl_end"]) > 1e-3
-    c1, c2 = read_scalars(p1 / "tb"), read_scalars(p2 / "tb")
-    for tag in (
-        "rl/reward_mean",
-        "rl/kl",
-        "rl/policy_loss",
-        "rl/value_loss",
-        "rl/entropy",
-        "rl/explained_variance",
-        "rl/response_length_mean",
-    ):
-        assert len(c1[tag]) == len(c2[tag]) == 3, tag
-        for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
-            assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
-    assert _max_weight_diff(p1 / "policy", p2 / "policy") < 1e-4
+    _assert_same_rl_run(p1, p2, ("rl/value_loss", "rl/entropy", "rl/explained_variance"))
 
     # GRPO: groups of 4 samples per prompt, each rank holding whole groups. Greedy rollouts would
     # give every sample of a prompt the same response (all advantages 0), so the rollouts sample
@@ -281,26 +285,10 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     grpo = [*GRPO_FEW, rm]
     run_train(*grpo, "hardware=cpu", run_dir=g1)
     run_train(*grpo, "hardware=2xcpu", run_dir=g2)
-    s1, s2 = read_summary(g1), read_summary(g2)
-    assert s2["rl/steps"] == 3
-    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/probe_nll"):
-        assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
-    assert abs(s1["rl/kl_end"]) > 1e-3  # the policy moved
-    c1, c2 = read_scalars(g1 / "tb"), read_scalars(g2 / "tb")
-    assert any(v > 0 for _, v in c1["rl/group_reward_std"])  # the samples of a prompt differ
-    for tag in (
-        "rl/reward_mean",
-        "rl/kl",
-        "rl/policy_loss",
-        "rl/group_reward_std",
-        "rl/group_zero_std_share",
-        "rl/advantage_std",
-        "rl/response_length_mean",
-    ):
-        assert len(c1[tag]) == len(c2[tag]) == 3, tag
-        for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
-            assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
-    assert _max_weight_diff(g1 / "policy", g2 / "policy") < 1e-4
+    _assert_same_rl_run(
+        g1, g2, ("rl/group_reward_std", "rl/group_zero_std_share", "rl/advantage_std")
+    )
+    assert any(v > 0 for _, v in read_scalars(g1 / "tb")["rl/group_reward_std"])  # samples differ
 
 
 @pytest.mark.slow

@@ -44,6 +44,25 @@ def test_mistral_7b_ppo_on_8xa100_matches_the_hand_arithmetic():
     assert p.fits is True and p.peak < 72 * GIB
 
 
+@pytest.mark.parametrize("algo", ["grpo", "rloo", "reinforce_pp"])
+def test_critic_free_rl_on_8xa100_holds_no_value_model(algo):
+    """GRPO & co: PPO's plan less the value model's row, 16 B x P_SEQ / 8 = 13.24 GiB per GPU."""
+    from mplus.plan import format_plan, plan
+
+    ppo = plan(_compose("model=mistral-7b", "algo=ppo", "hardware=8xa100"))
+    cfg = _compose("model=mistral-7b", f"algo={algo}", "hardware=8xa100")
+    p = plan(cfg)
+    assert [r.name for r in p.rows] == ["policy", "reference", "reward model"]
+    value = 16 * P_SEQ / 8
+    assert value / GIB == pytest.approx(13.24, abs=0.01)
+    assert p.states == pytest.approx((16 * P_LM + 2 * (P_LM + P_SEQ)) / 8)
+    assert ppo.peak - p.peak == pytest.approx(value)  # same activations and rollout phase
+    assert p.peak / ppo.peak == pytest.approx(1 - 13.24 / 43.67, abs=0.01)  # ~30% less
+    text = format_plan(p, cfg)
+    assert not any(line.startswith("value ") for line in text.splitlines())
+    assert "no value model" in text
+
+
 def test_the_same_run_on_one_gpu_does_not_fit():
     from mplus.plan import plan
 

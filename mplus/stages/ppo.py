@@ -52,10 +52,13 @@ def check_plan(cfg: TrainConfig) -> None:
                     f"{world} data-parallel ranks of hardware={hw.name}"
                 )
         if algo.prompts_per_step % world:  # groups stay whole on one rank
+            n = algo.samples_per_prompt
+            fit = n * world * -(-algo.prompts_per_step // world)  # the next batch that fits
             raise HardwareError(
                 f"algo.rollout_batch_size / algo.samples_per_prompt = {algo.prompts_per_step} "
                 f"prompts per step must be divisible by the {world} data-parallel ranks of "
-                f"hardware={hw.name} (each rank samples whole groups)"
+                f"hardware={hw.name} (each rank samples whole groups of {n}): use "
+                f"algo.rollout_batch_size={fit}"
             )
 
 

@@ -259,19 +259,26 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
             reduce=D.all_reduce_sum,
         )
         # statistics of the whole batch, all ranks (all_reduce_sum is a copy in one process)
-        self._advantage_stats(scores, rewards, adv, ret, values, mask, group_ids)
+        raw = adv  # before any normalisation: gae's whitening is below
+        if c.advantage.estimator == "reinforce_pp":
+            raw = ret  # the discounted returns, before the estimator whitens them
+        elif c.advantage.estimator == "grpo" and c.advantage.norm_by_std:
+            raw, _ = self.estimator(
+                token_rewards=rewards, mask=mask, group_ids=group_ids, norm_by_std=False
+            )  # score - group mean, before the std
+        self._advantage_stats(scores, rewards, raw, mask, group_ids)
         if c.whiten:
             adv = A.masked_whiten(adv, mask, reduce=D.all_reduce_sum)
         scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
         return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret, group_ids)
 
-    def _advantage_stats(self, scores, rewards, adv, ret, values, mask, group_ids) -> None:
-        """Into ``scores``: the advantages' mean/std as the estimator gave them (before the
-        whitening of gae: after it the mean is 0 by construction; the raw discounted returns
-        for reinforce_pp, whose whitening is the estimator itself), and per prompt group the
-        reward std and the share of groups whose samples all scored the same (GRPO and RLOO
-        learn nothing from those)."""
-        raw = ret if self.cfg.advantage.estimator == "reinforce_pp" else adv
+    def _advantage_stats(self, scores, rewards, raw, mask, group_ids) -> None:
+        """Into ``scores``: the mean/std over all tokens of the advantages before normalisation
+        (gae before its whitening, after which the mean is 0 by construction; grpo's
+        ``score - group mean`` before the group std; reinforce_pp's discounted returns before
+        the batch whitening; rloo's as they are), and per prompt group the reward std and the
+        share of groups whose samples all scored the same (GRPO and RLOO learn nothing from
+        those)."""
         mean, var = A.masked_moments(raw, mask, reduce=D.all_reduce_sum)
         scores["advantage_mean_raw"], scores["advantage_std_raw"] = float(mean), float(var) ** 0.5
         seq_reward = A.masked_sum(rewards.double(), mask.bool(), dim=1)

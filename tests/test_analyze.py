@@ -1,5 +1,6 @@
 """A real two-point multirun through ``python -m mplus.train -m`` on the tiny model, read back by
-``mplus.analyze`` (table, CSV, PNGs) and by TensorBoard's HParams data; broken runs are reported."""
+``mplus.analyze`` (table, CSV, PNGs, report.html) and by TensorBoard's HParams data; broken runs
+are reported."""
 
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ def _assert_pngs(out: Path) -> None:
         img = matplotlib.image.imread(out / name)
         assert img.shape[0] > 200 and img.shape[1] > 300, (name, img.shape)
         assert img.std() > 0.01, f"{name} is blank"
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert report.count('<img src="data:image/png;base64,') == len(PNGS)
 
 
 def test_multirun_runs_are_named_by_their_overrides(sweep_dir):
@@ -92,7 +95,8 @@ def test_multirun_runs_are_named_by_their_overrides(sweep_dir):
 
 def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
     out = tmp_path / "analysis"
-    assert analyze_main([str(sweep_dir), "--sort", "kl", "--ascending", "--out", str(out)]) == 0
+    args = [str(sweep_dir), "--sort", "train/kl", "--ascending", "--out", str(out)]
+    assert analyze_main(args) == 0
     console = capsys.readouterr().out
     rows = _read_csv(out / "runs.csv")
     assert len(rows) == 2
@@ -101,12 +105,12 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
         "status",
         "algo.kl.coef",
         "steps",
-        "reward",
-        "gold_reward",
-        "kl",
-        "response_length",
-        "stop_rate",
-        "rm_accuracy",
+        "train/reward",
+        "train/gold_reward",
+        "train/kl",
+        "train/response_length",
+        "train/stop_rate",
+        "rm/val_accuracy",
         "heldout/reward",
         "heldout/gold_reward",
         "heldout/kl",
@@ -123,26 +127,31 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
     for r in rows:
         assert r["status"] == "ok" and r["issues"] == "" and r["steps"] == "3"
         for col in (
-            "reward",
-            "gold_reward",
-            "kl",
-            "response_length",
-            "stop_rate",
-            "rm_accuracy",
+            "train/reward",
+            "train/gold_reward",
+            "train/kl",
+            "train/response_length",
+            "train/stop_rate",
+            "rm/val_accuracy",
             "heldout/gold_reward",
             "heldout/kl",
             "heldout/response_length",
         ):
             float(r[col])  # present and numeric
         summary = json.loads((Path(r["dir"]) / "summary.json").read_text())
-        assert float(r["rm_accuracy"]) == pytest.approx(summary["rm/val_accuracy"], abs=1e-6)
-        assert 0 < float(r["response_length"]) <= 24
-    kls = [float(r["kl"]) for r in rows]
-    assert kls == sorted(kls), "not sorted by kl ascending"
-    # the console table carries the same rows
+        assert float(r["rm/val_accuracy"]) == pytest.approx(summary["rm/val_accuracy"], abs=1e-6)
+        assert 0 < float(r["train/response_length"]) <= 24
+    kls = [float(r["train/kl"]) for r in rows]
+    assert kls == sorted(kls), "not sorted by train/kl ascending"
+    # the console table carries the same rows: the default columns, the sort column added
     lines = console.splitlines()
-    assert lines[0].split()[:3] == ["status", "algo.kl.coef", "steps"]
-    assert [ln.split()[0] for ln in lines[2:4]] == ["ok", "ok"]
+    assert lines[0].split() == ["heldout/", "rm/", "train/"]  # the column groups
+    assert lines[1].split()[:4] == ["status", "algo.kl.coef", "steps", "gold_reward"]
+    assert lines[1].split()[-1] == "kl"  # train/kl, the sort column
+    assert [ln.split()[0] for ln in lines[3:5]] == ["ok", "ok"]
+    assert max(len(ln) for ln in lines[:5]) <= 120
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "algo.kl.coef=0.0" in report and "algo.kl.coef=0.5" in report
     _assert_pngs(out)
 
 
@@ -210,12 +219,12 @@ def test_missing_truncated_failed_and_incomplete_runs_are_reported(sweep_dir, tm
     r = rows[str(good)]
     assert r["status"] == "ok" and r["issues"] == ""
     r = rows[str(missing)]
-    assert r["status"] == "ok" and "no event file" in r["issues"] and r["kl"] == ""
+    assert r["status"] == "ok" and "no event file" in r["issues"] and r["train/kl"] == ""
     assert r["heldout/kl"] != ""  # the summary still gives the held-out numbers
     r = rows[str(truncated)]
     assert r["status"] == "incomplete"
     assert "truncated event file" in r["issues"] and "no summary.json" in r["issues"]
-    assert r["kl"] != ""  # the records before the cut are read
+    assert r["train/kl"] != ""  # the records before the cut are read
     r = rows[str(failed)]
     assert r["status"] == "failed" and "no event file" in r["issues"]
     r = rows[str(partial)]
@@ -223,6 +232,10 @@ def test_missing_truncated_failed_and_incomplete_runs_are_reported(sweep_dir, tm
     assert "problems:" in console
     for d in (missing, truncated, failed, partial):
         assert str(d) in console.split("problems:")[1]
+    problems = (out / "report.html").read_text(encoding="utf-8").split('id="problems"')[1]
+    for d in (missing, truncated, failed, partial):
+        assert str(d) in problems.split("<h2")[0]
+    assert "truncated event file" in problems and "st-failed" in problems
     _assert_pngs(out)
 
 
@@ -242,7 +255,7 @@ def test_read_events_on_a_file_being_written(sweep_dir, tmp_path):
         key=lambda f: f.stat().st_size,
     )
     full = read_events(src.parent)
-    assert full.issues == [] and len(full.scalars["ppo/kl"]) == 3
+    assert full.issues == [] and len(full.scalars["rl/kl"]) == 3
     tb = tmp_path / "tb"
     tb.mkdir()
     data = src.read_bytes()

@@ -8,6 +8,66 @@ from pathlib import Path
 from mplus.analyze.runs import Run
 from mplus.analyze.table import metric_value
 
+DPI = 90
+# curves.png: these first (what RL trades off), then the other RL curves, the other stages',
+# untagged ones (epoch), and the throughput ``perf/*`` last.
+FIRST_CURVES = ("rl/reward_mean", "rl/kl", "rl/gold_reward_mean")
+# y-axis labels of known curves (others: by the end of their name, see _ylabel).
+YLABELS = {
+    "rl/reward_mean": "RM reward (batch mean)",
+    "rl/score_mean": "reward incl. penalties (batch mean)",
+    "rl/kl": "KL to the reference\nbatch estimate; k1 can be < 0",
+    "rl/kl_coef": "KL coefficient",
+    "rl/approx_kl": "KL to the rollout policy (approx.)",
+    "rl/gold_reward_mean": "gold reward (batch mean)",
+    "rl/response_length_mean": "response length (tokens)",
+    "rl/stop_rate": "share of responses ending in EOS",
+    "rl/length_penalty_mean": "length penalty (batch mean)",
+    "rl/entropy": "entropy (nats / token)",
+    "rl/clipfrac": "share of ratios clipped",
+    "rl/value_clipfrac": "share of values clipped",
+    "rl/explained_variance": "explained variance",
+    "rl/group_reward_std": "reward std within a group",
+    "rl/group_zero_std_share": "share of groups with std 0",
+    "rl/lr": "learning rate",
+    "epoch": "epoch",
+    "perf/step_s": "seconds per step",
+    "perf/peak_gpu_mem_gib": "peak GPU memory (GiB)",
+}
+
+
+def _ylabel(tag: str) -> str:
+    if tag in YLABELS:
+        return YLABELS[tag]
+    name = tag.rpartition("/")[2]
+    for end, label in (
+        ("tokens_per_s", "tokens / s"),
+        ("accuracy", "accuracy"),
+        ("loss", "loss"),
+        ("margin", "margin"),
+        ("logps", "log-prob (sum)"),
+        ("_length", "tokens"),
+        ("_s", "seconds"),
+    ):
+        if name.endswith(end):
+            return label
+    return name.replace("_", " ")
+
+
+def curve_order(tags) -> list[str]:
+    """``tags`` in the order of curves.png (:data:`FIRST_CURVES` first, ``perf/*`` last)."""
+
+    def key(tag: str):
+        if tag in FIRST_CURVES:
+            return (0, FIRST_CURVES.index(tag), tag)
+        if tag.startswith("perf/"):
+            return (4, 0, tag)
+        if tag.startswith("rl/"):
+            return (1, 0, tag)
+        return (2 if "/" in tag else 3, 0, tag)
+
+    return sorted(set(tags), key=key)
+
 
 def _style(runs: list[Run]):
     import matplotlib
@@ -23,15 +83,31 @@ def _label(r: Run) -> str:
     return r.name if r.status == "ok" else f"{r.name} ({r.status})"
 
 
+def _legend(fig, handles, labels, height_in: float, ncol: int = 4) -> float:
+    """A figure legend above the panels, in as many columns (up to ``ncol``) as fit the figure's
+    width; the top of the panels' area (a figure fraction)."""
+    if not labels:
+        return 1 - 0.15 / height_in
+    renderer = fig.canvas.get_renderer()
+    for n in range(max(1, min(len(labels), ncol)), 0, -1):
+        legend = fig.legend(handles, labels, loc="upper center", ncol=n, fontsize=8, frameon=False)
+        if n == 1 or legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            break
+        legend.remove()
+    return 1 - (0.15 + 0.2 * math.ceil(len(labels) / n)) / height_in
+
+
 def plot_curves(runs: list[Run], path: Path) -> None:
-    """One panel per logged metric (curves with 2+ points), every run on the same axes."""
+    """One panel per logged metric (curves with 2+ points), every run on the same axes: reward,
+    KL and gold reward first, throughput (``perf/*``) last; each panel's y-axis says what it is."""
     import matplotlib.pyplot as plt
 
-    tags = sorted({t for r in runs for t, pts in r.scalars.items() if len(pts) > 1})
+    tags = curve_order(t for r in runs for t, pts in r.scalars.items() if len(pts) > 1)
     style = _style(runs)
     ncols = min(4, max(1, len(tags)))
     nrows = max(1, math.ceil(len(tags) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows + 0.6), squeeze=False)
+    height = 3.0 * nrows + 0.6
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, height), squeeze=False, dpi=DPI)
     for ax, tag in zip(axes.flat, tags, strict=False):
         for r in runs:
             pts = r.scalars.get(tag)
@@ -39,25 +115,20 @@ def plot_curves(runs: list[Run], path: Path) -> None:
                 ax.plot(*zip(*pts, strict=True), lw=1.2, **style[id(r)])
         ax.set_title(tag, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(_ylabel(tag), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+        if tag == "rl/kl":
+            ax.axhline(0, color="gray", lw=0.8)
     for ax in axes.flat[len(tags) :]:
         ax.axis("off")
     if not tags:
         axes.flat[0].text(0.5, 0.5, "no curves logged yet", ha="center", va="center")
-    handles = [plt.Line2D([], [], **style[id(r)]) for r in runs]
-    fig.legend(
-        handles,
-        [_label(r) for r in runs],
-        loc="upper center",
-        ncol=min(len(runs), 4),
-        fontsize=8,
-        frameon=False,
-    )
-    fig.tight_layout(
-        rect=(0, 0, 1, 1 - 0.5 / (3.0 * nrows + 0.6) - 0.02 * math.ceil(len(runs) / 4))
-    )
-    fig.savefig(path, dpi=90)
+    shown = [r for r in runs if any(len(r.scalars.get(t, ())) > 1 for t in tags)]
+    handles = [plt.Line2D([], [], **style[id(r)]) for r in shown]
+    top = _legend(fig, handles, [_label(r) for r in shown], height)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -77,7 +148,7 @@ def _xy(runs, xs, ys):
     for r in runs:
         x = next((v for k in xs if (v := metric_value(r, k)) is not None), None)
         y = next((v for k in ys if (v := metric_value(r, k)) is not None), None)
-        if x is not None and y is not None:
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
             out.append((r, x, y))
     return out
 
@@ -92,20 +163,109 @@ def _base_point(runs: list[Run], ykey: str) -> tuple[float, float] | None:
     return None
 
 
+NAMED_POINTS = 8  # frontier.png labels its points with run names up to this many runs
+
+# Where a point's label may go, in points from the point: right of it, left of it, then further
+# up and down; the first that overlaps no other label or point and stays in the axes wins.
+LABEL_OFFSETS = [(dx, dy) for dy in (3, -10, 13, -20, 23, -30, 33, -40, 45, -52) for dx in (5, -5)]
+
+
+def place_labels(ax, items: list[tuple[float, float, str]], fontsize: float = 7) -> list:
+    """Annotate each (x, y, text) in data coordinates without overlaps (a greedy repel pass over
+    :data:`LABEL_OFFSETS`, boxes measured by the renderer; a label moved off its point gets a
+    thin leader line). Call it when the axes' limits and position are final. Returns the
+    annotations."""
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 4 * fig.dpi / 72  # a marker's half-size in pixels
+    centres = [ax.transData.transform((x, y)) for x, y, _ in items]
+    taken = [(cx - r, cy - r, cx + r, cy + r) for cx, cy in centres]
+
+    def cost(b) -> float:
+        b = b.padded(2)  # pixels of air around a label
+        out = sum(
+            max(0.0, min(b.x1, t[2]) - max(b.x0, t[0]))
+            * max(0.0, min(b.y1, t[3]) - max(b.y0, t[1]))
+            for t in taken
+        )
+        inside = max(0.0, min(b.x1, frame.x1) - max(b.x0, frame.x0)) * max(
+            0.0, min(b.y1, frame.y1) - max(b.y0, frame.y0)
+        )
+        return out + 4 * (b.width * b.height - inside)  # outside the axes costs more
+
+    anns = []
+    for x, y, text in items:
+        ann = ax.annotate(
+            text, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=fontsize
+        )
+        best = None
+        for dx, dy in LABEL_OFFSETS:
+            ann.set_position((dx, dy))
+            ann.set_horizontalalignment("left" if dx > 0 else "right")
+            c = cost(ann.get_window_extent(renderer))
+            if best is None or c < best[0]:
+                best = (c, dx, dy)
+            if c == 0:
+                break
+        _, dx, dy = best
+        ann.remove()
+        far = abs(dy) > 13
+        ann = ax.annotate(
+            text,
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            fontsize=fontsize,
+            ha="left" if dx > 0 else "right",
+            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray", "shrinkA": 0, "shrinkB": 3}
+            if far
+            else None,
+        )
+        ann.update_positions(renderer)
+        b = Text.get_window_extent(ann, renderer)  # the label, not its leader line
+        taken.append((b.x0, b.y0, b.x1, b.y1))
+        anns.append(ann)
+    return anns
+
+
 def plot_frontier(runs: list[Run], path: Path) -> None:
-    """Reward (RM and gold) against KL to the base across runs, with the Pareto frontier."""
+    """Reward (RM and gold) against KL to the base across runs, with the Pareto frontier: the
+    held-out numbers (``heldout/kl``), and the end-of-training batch means (``train/kl``,
+    clamped at 0: its k1 estimate can be negative); one colour per run, as in curves.png."""
     import matplotlib.pyplot as plt
 
     style = _style(runs)
     panels = [
-        ("held-out eval", ["heldout/kl"], "heldout/reward", "heldout/gold_reward"),
-        ("end of training", ["kl"], "reward", "gold_reward"),
+        ("held-out eval", "heldout/kl", "heldout/reward", "heldout/gold_reward"),
+        ("end of training: last training batches", "train/kl", "train/reward", "train/gold_reward"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), squeeze=False)
-    for row, (title, xs, rkey, gkey) in enumerate(panels):
+    ylabels = {
+        "heldout/reward": "heldout/reward (RM score, held-out prompts)",
+        "heldout/gold_reward": "heldout/gold_reward (gold score, held-out prompts)",
+        "train/reward": "train/reward (RM score, training batches)",
+        "train/gold_reward": "train/gold_reward (gold score, training batches)",
+    }
+    # more runs than fit as names: each point labelled with its run's number (its row in the
+    # table, "runs (in table order)"), the legend pairs numbers with names
+    plotted = [
+        r for r in runs if any(_xy([r], [x], [y]) for _, x, *ys in panels for y in ys)
+    ]  # the runs with a point: the legend's
+    numbered = len(plotted) > NAMED_POINTS
+    point_label = {id(r): str(i) if numbered else r.name for i, r in enumerate(runs)}
+    height = 8.5
+    # drawn at the dpi it is saved at: the labels are placed by their size in pixels
+    fig, axes = plt.subplots(2, 2, figsize=(11, height), squeeze=False, dpi=DPI)
+    labels = []  # (ax, items) placed once the layout is final
+    any_front = any_base = False
+    for row, (title, xkey, rkey, gkey) in enumerate(panels):
         for col, ykey in enumerate((rkey, gkey)):
             ax = axes[row][col]
-            pts = _xy(runs, xs, [ykey])
+            pts = _xy(runs, [xkey], [ykey])
+            below = sum(x < 0 for _, x, _ in pts)
+            pts = [(r, max(0.0, x), y) for r, x, y in pts]
             for r, x, y in pts:
                 ax.scatter(
                     [x],
@@ -113,24 +273,22 @@ def plot_frontier(runs: list[Run], path: Path) -> None:
                     color=style[id(r)]["color"],
                     s=40,
                     marker="o" if r.status == "ok" else "x",
+                    clip_on=False,
+                    zorder=3,
                 )
-                ax.annotate(r.name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            items = [(x, y, point_label[id(r)]) for r, x, y in pts]
             xy = [(x, y) for _, x, y in pts]
             base = _base_point(runs, ykey) if row == 0 else None
-            if base is not None:  # the policy before PPO: the frontier's start
+            if base is not None:  # the policy before RL: the frontier's start
+                base = (max(0.0, base[0]), base[1])
                 ax.scatter([base[0]], [base[1]], color="black", marker="*", s=90, zorder=3)
-                ax.annotate(
-                    "base (before PPO)",
-                    base,
-                    fontsize=7,
-                    xytext=(4, -10),
-                    textcoords="offset points",
-                )
+                items.append((*base, "base"))
                 xy.append(base)
+                any_base = True
             front = pareto_front(xy)
             if len(front) > 1:
-                ax.plot(*zip(*front, strict=True), color="gray", lw=1, ls=":", label="frontier")
-                ax.legend(fontsize=7)
+                ax.plot(*zip(*front, strict=True), color="gray", lw=1, ls=":", zorder=2)
+                any_front = True
             if not pts:
                 ax.text(
                     0.5,
@@ -140,12 +298,41 @@ def plot_frontier(runs: list[Run], path: Path) -> None:
                     va="center",
                     transform=ax.transAxes,
                 )
-            ax.set_xlabel(f"KL to the base ({xs[0]})", fontsize=8)
-            ax.set_ylabel(ykey, fontsize=8)
+                ax.set(xlim=(0, 1), ylim=(0, 1))
+            if xkey == "train/kl":
+                xlabel = "KL to the base: train/kl (batch estimate, clamped at 0)"
+            else:
+                xlabel = f"KL to the base: {xkey}"
+                if below:
+                    xlabel += f" (clamped at 0: {below} below)"
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(ylabels[ykey], fontsize=8)
             ax.set_title(f"{ykey} vs KL ({title})", fontsize=9)
+            ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+            ax.margins(x=0.15, y=0.12)
+            if pts:
+                ax.autoscale_view()
+                ax.set_xlim(left=0)
+            labels.append((ax, items))
+    handles = [
+        plt.Line2D(
+            [], [], color=style[id(r)]["color"], marker="o" if r.status == "ok" else "x", ls=""
+        )
+        for r in plotted
+    ]
+    names = [f"{point_label[id(r)]}: {_label(r)}" if numbered else _label(r) for r in plotted]
+    if any_base:
+        handles.append(plt.Line2D([], [], color="black", marker="*", ms=9, ls=""))
+        names.append("base (the policy before RL)")
+    if any_front:
+        handles.append(plt.Line2D([], [], color="gray", lw=1, ls=":"))
+        names.append("Pareto frontier")
+    top = _legend(fig, handles, names, height)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    for ax, items in labels:
+        place_labels(ax, items)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -154,7 +341,7 @@ def plot_length(runs: list[Run], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     style = _style(runs)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=DPI)
     for r in runs:
         pts = r.scalars.get("rl/response_length_mean")
         if pts:
@@ -170,7 +357,7 @@ def plot_length(runs: list[Run], path: Path) -> None:
                 zorder=3,
                 **({} if pts else {"label": _label(r)}),
             )
-    ax.set_xlabel("PPO step")
+    ax.set_xlabel("RL step")
     ax.set_ylabel("response length (tokens)")
     ax.set_title("Response length over training (* = held-out eval at the end)")
     ax.grid(alpha=0.3)
@@ -181,5 +368,5 @@ def plot_length(runs: list[Run], path: Path) -> None:
             0.5, 0.5, "no response lengths logged", ha="center", va="center", transform=ax.transAxes
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)

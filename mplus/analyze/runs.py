@@ -11,15 +11,18 @@ from mplus import rundir
 from mplus.analyze.events import read_events
 from mplus.rundir import override_dict, override_key, run_overrides
 
-# Table columns: (column, TensorBoard tag averaged over the last logged values, summary key).
+# The training-batch columns: (column, TensorBoard tag); a column is the mean of the tag's last
+# ``--last`` logged values (the rollout batches at the end of RL), not a held-out number.
 TRAIN_COLUMNS = (
-    ("reward", "rl/reward_mean", None),
-    ("gold_reward", "rl/gold_reward_mean", None),
-    ("kl", "rl/kl", None),
-    ("response_length", "rl/response_length_mean", None),
-    ("stop_rate", "rl/stop_rate", None),
-    ("rm_accuracy", None, "rm/val_accuracy"),
+    ("train/reward", "rl/reward_mean"),
+    ("train/gold_reward", "rl/gold_reward_mean"),
+    ("train/kl", "rl/kl"),
+    ("train/response_length", "rl/response_length_mean"),
+    ("train/stop_rate", "rl/stop_rate"),
 )
+# The reward model's validation accuracy: the run's own RM, else the one it was given.
+RM_ACCURACY = "rm/val_accuracy"
+# The held-out evaluation every run ends with (summary.json ``heldout/*``).
 EVAL_COLUMNS = (
     "heldout/reward",
     "heldout/gold_reward",
@@ -145,18 +148,14 @@ def _log_has_error(run_dir: Path) -> bool:
 
 
 def final_metrics(run: Run, last: int = 5) -> dict[str, float | None]:
-    """Table values: last-``last``-point means of RL curves, then summary (or last event)."""
+    """Table values: ``train/*`` the last-``last``-point means of the RL curves, the RM accuracy
+    and ``heldout/*`` from the summary (or the last event), and ``steps``."""
     out: dict[str, float | None] = {}
-    for col, tag, key in TRAIN_COLUMNS:
-        value = None
-        if key is not None:
-            value = run.summary.get(key, _last(run.scalars.get(key)))
-            if value is None and key == "rm/val_accuracy":
-                value = _given_rm_accuracy(run.dir)
-        elif run.scalars.get(tag):
-            tail = [v for _, v in run.scalars[tag][-last:]]
-            value = sum(tail) / len(tail)
-        out[col] = value
+    for col, tag in TRAIN_COLUMNS:
+        tail = [v for _, v in run.scalars.get(tag, [])[-last:]]
+        out[col] = sum(tail) / len(tail) if tail else None
+    acc = run.summary.get(RM_ACCURACY, _last(run.scalars.get(RM_ACCURACY)))
+    out[RM_ACCURACY] = acc if acc is not None else _given_rm_accuracy(run.dir)
     for key in EVAL_COLUMNS:
         out[key] = run.summary.get(key, _last(run.scalars.get(key)))
     out["steps"] = _steps(run)

@@ -1,19 +1,78 @@
-"""The runs as a table: override columns, sorting, the rows, ``runs.csv`` and the console; and
-the same runs aggregated over their seeds (``runs_by_seed.csv``)."""
+"""The runs as a table: override columns, the column selection, sorting, the rows, ``runs.csv``
+and the console; and the same runs aggregated over their seeds (``runs_by_seed.csv``)."""
 
 from __future__ import annotations
 
 import csv
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from mplus import tables
-from mplus.analyze.runs import EVAL_COLUMNS, TRAIN_COLUMNS, Run, _last
+from mplus.analyze.runs import EVAL_COLUMNS, RM_ACCURACY, TRAIN_COLUMNS, Run, _last
 
-# The numeric metric columns of the per-run table (what the seed table aggregates).
-METRIC_COLUMNS = (*(c for c, _, _ in TRAIN_COLUMNS), *EVAL_COLUMNS)
+STEPS = "steps"  # steps of the run's last stage
+# The numeric metric columns of the per-run table (what the seed table aggregates):
+# ``train/*`` (training-batch means), the RM's accuracy, ``heldout/*`` (the held-out evaluation).
+METRIC_COLUMNS = (*(c for c, _ in TRAIN_COLUMNS), RM_ACCURACY, *EVAL_COLUMNS)
+ALL_COLUMNS = (STEPS, *METRIC_COLUMNS)  # ``--columns all``; runs.csv always has them
+# ``--columns default``: what fits a ~120-character console next to an override or two.
+DEFAULT_COLUMNS = (
+    STEPS,
+    "heldout/gold_reward",
+    "heldout/reward",
+    "heldout/kl",
+    "heldout/response_length",
+    "heldout/stop_rate",
+    "heldout/probe_nll",
+    RM_ACCURACY,
+)
+# Column names before the ``train/`` prefix (runs.csv of older versions, ``--sort kl``).
+OLD_NAMES = {
+    **{c.removeprefix("train/"): c for c, _ in TRAIN_COLUMNS},
+    "rm_accuracy": RM_ACCURACY,
+}
 SEED = "seed"  # the override key that repeats a sweep point
+NO_COLUMN = ("run", "status", "issues", "dir")  # never a metric column
+
+
+class ColumnError(ValueError):
+    """A ``--columns`` name that is no column."""
+
+
+def column_name(name: str) -> str:
+    """A column as the table names it (an old name such as ``kl`` -> ``train/kl``)."""
+    return OLD_NAMES.get(name, name)
+
+
+def select_columns(spec: str | Sequence[str] | None, runs: Sequence[Run] = ()) -> list[str]:
+    """The metric columns that ``--columns`` names: ``default`` (None; :data:`DEFAULT_COLUMNS`),
+    ``all`` (:data:`ALL_COLUMNS`), or names separated by commas, in that order, where
+    ``default`` and ``all`` expand in place (``default,train/kl``). A name is a table column, an
+    old column name, or any summary key or TensorBoard tag that one of ``runs`` has
+    (``rl/entropy``, ``eval/mmlu/accuracy``; its value as :func:`metric_value` reads it).
+
+    Raises:
+        ColumnError: a name that is none of these.
+    """
+    items = (spec.split(",") if isinstance(spec, str) else list(spec)) if spec else ["default"]
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        if item in ("default", "all"):
+            out += DEFAULT_COLUMNS if item == "default" else ALL_COLUMNS
+            continue
+        name = column_name(item)
+        if not name:
+            continue
+        known = name in ALL_COLUMNS or any(name in r.summary or name in r.scalars for r in runs)
+        if not known or name in NO_COLUMN:
+            raise ColumnError(
+                f"--columns: unknown column {item!r} (not a table column, and no run has such a"
+                f" summary key or TensorBoard tag); table columns: {', '.join(ALL_COLUMNS)}"
+            )
+        out.append(name)
+    return list(dict.fromkeys(out))
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -24,6 +83,7 @@ def varying_keys(runs: list[Run]) -> list[str]:
 
 def metric_value(run: Run, metric: str) -> float | None:
     """A table column, a summary key, the last value of a TensorBoard tag, or an override."""
+    metric = column_name(metric)
     for source in (run.final, run.summary):
         if isinstance(source.get(metric), int | float):
             return float(source[metric])
@@ -33,6 +93,13 @@ def metric_value(run: Run, metric: str) -> float | None:
         return float(run.overrides[metric])
     except (KeyError, ValueError):
         return None
+
+
+def _cell_value(run: Run, column: str):
+    """A metric column's value in ``run``: its final number, else :func:`metric_value`."""
+    if column in run.final:
+        return run.final[column]
+    return metric_value(run, column)
 
 
 def sort_runs(runs: list[Run], metric: str, ascending: bool = False) -> list[Run]:
@@ -47,23 +114,35 @@ def sort_runs(runs: list[Run], metric: str, ascending: bool = False) -> list[Run
     return sorted(runs, key=key)
 
 
-def table_rows(runs: list[Run]) -> tuple[list[str], list[list]]:
+def table_rows(
+    runs: list[Run], columns: Sequence[str] = ALL_COLUMNS
+) -> tuple[list[str], list[list]]:
+    """``runs.csv``: per run its name, status, the varying overrides, ``columns`` (default every
+    table column), the issues and the directory."""
     keys = varying_keys(runs)
-    metric_cols = list(METRIC_COLUMNS)
-    header = ["run", "status", *keys, "steps", *metric_cols, "issues", "dir"]
+    header = ["run", "status", *keys, *columns, "issues", "dir"]
     rows = [
         [
             r.name,
             r.status,
             *[r.overrides.get(k, "") for k in keys],
-            r.final.get("steps"),
-            *[r.final.get(c) for c in metric_cols],
+            *[_cell_value(r, c) for c in columns],
             "; ".join(r.issues),
             str(r.dir),
         ]
         for r in runs
     ]
     return header, rows
+
+
+def console_rows(
+    runs: list[Run], columns: Sequence[str] = DEFAULT_COLUMNS
+) -> tuple[list[str], list[list]]:
+    """The console's per-run table: the status, the varying overrides (or the run name when no
+    override varies) and ``columns``; no issues or directories (the problems list has them)."""
+    header, rows = table_rows(runs, columns)
+    start = 1 if varying_keys(runs) else 0  # header: run, status, keys, columns, issues, dir
+    return header[start:-2], [row[start:-2] for row in rows]
 
 
 # ---------------------------------------------------------------- aggregated over seeds
@@ -105,23 +184,30 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
 
 
-def seed_rows(runs: list[Run], sort: str, ascending: bool = False) -> tuple[list[str], list[list]]:
+def seed_rows(
+    runs: list[Run],
+    sort: str,
+    ascending: bool = False,
+    columns: Sequence[str] = METRIC_COLUMNS,
+) -> tuple[list[str], list[list]]:
     """``runs_by_seed.csv``: one row per sweep point (the runs sharing every override but
     ``seed``), sorted as :func:`seed_groups`: its non-seed varying overrides, ``n`` (the ok runs
     aggregated), ``failed`` (runs not ok: failed, incomplete or pending; a column only if any
-    are), then ``<metric>`` (the mean) and ``<metric>_std`` (sample std) of every metric column.
+    are), then ``<metric>`` (the mean) and ``<metric>_std`` (sample std) of every metric in
+    ``columns`` (default every metric column; ``steps`` is never aggregated).
     """
+    metrics = [c for c in columns if c != STEPS]
     keys, groups = seed_groups(runs, sort, ascending)
     any_failed = any(r.status != "ok" for r in runs)
     header = [*keys, "n", *(["failed"] if any_failed else [])]
-    header += [h for m in METRIC_COLUMNS for h in (m, f"{m}_std")]
+    header += [h for m in metrics for h in (m, f"{m}_std")]
     rows = []
     for group in groups:
         ok = [r for r in group if r.status == "ok"]
         row = [*(group[0].overrides.get(k, "") for k in keys), len(ok)]
         row += [len(group) - len(ok)] if any_failed else []
-        for m in METRIC_COLUMNS:
-            row += mean_std([r.final.get(m) for r in ok])
+        for m in metrics:
+            row += mean_std([_cell_value(r, m) for r in ok])
         rows.append(row)
     return header, rows
 
@@ -129,7 +215,7 @@ def seed_rows(runs: list[Run], sort: str, ascending: bool = False) -> tuple[list
 def seed_cells(header: list[str], rows: list[list]) -> tuple[list[str], list[list]]:
     """The console form of :func:`seed_rows`: each ``<metric>``, ``<metric>_std`` pair as one
     ``0.612 ± 0.021`` cell (the mean alone when there is no std, ``-`` without a mean)."""
-    std = {m: header.index(f"{m}_std") for m in METRIC_COLUMNS if f"{m}_std" in header}
+    std = {h: header.index(f"{h}_std") for h in header if f"{h}_std" in header}
     keep = [i for i, h in enumerate(header) if i not in std.values()]
     out = [
         [_mean_std_cell(row[i], row[std[header[i]]]) if header[i] in std else row[i] for i in keep]
@@ -152,10 +238,10 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def format_table(header: list[str], rows: list[list]) -> str:
-    """Console table: every column of the CSV except the issues and the directory (and the run
-    name when override columns name the runs); the seed table (:func:`seed_cells`) has none of
-    them and shows as it is."""
-    varying = header[2] != "steps"  # override columns sit between status and steps
-    drop = ("issues", "dir", "run") if varying else ("issues", "dir")
-    keep = [i for i, h in enumerate(header) if h not in drop]
-    return tables.format_table([header[i] for i in keep], [[row[i] for i in keep] for row in rows])
+    """Console table with grouped column names: ``heldout/gold_reward``, ``heldout/kl`` show as
+    ``gold_reward``, ``kl`` under one ``heldout/`` label (:func:`mplus.tables.format_table`'s
+    ``groups``); an ``issues`` or ``dir`` column (:func:`table_rows`) is left out."""
+    keep = [i for i, h in enumerate(header) if h not in ("issues", "dir")]
+    return tables.format_table(
+        [header[i] for i in keep], [[row[i] for i in keep] for row in rows], groups=True
+    )

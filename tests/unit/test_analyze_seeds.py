@@ -74,7 +74,7 @@ def test_runs_by_seed_csv(seed_sweep, tmp_path):
     header = list(rows[0])
     assert header[:3] == ["experiment", "n", "failed"]
     assert "seed" not in header and "algo.steps" not in header and "steps" not in header
-    for m in ("reward", "kl", "rm_accuracy", "heldout/gold_reward", "heldout/kl"):
+    for m in ("train/reward", "train/kl", "rm/val_accuracy", "heldout/gold_reward", "heldout/kl"):
         assert header.index(f"{m}_std") == header.index(m) + 1
     # sorted by the mean of heldout/gold_reward (a 0.6, b 0.5, c 0.2), not by the best seed
     # (b's seed 0, 0.9, heads the per-run table)
@@ -85,21 +85,21 @@ def test_runs_by_seed_csv(seed_sweep, tmp_path):
     assert float(a["heldout/gold_reward_std"]) == pytest.approx(SQRT_002)
     assert float(a["heldout/kl"]) == pytest.approx(0.2)
     assert float(a["heldout/kl_std"]) == pytest.approx(SQRT_002)
-    assert float(a["rm_accuracy"]) == pytest.approx(0.85)
-    assert float(a["rm_accuracy_std"]) == pytest.approx(math.sqrt(0.005))
+    assert float(a["rm/val_accuracy"]) == pytest.approx(0.85)
+    assert float(a["rm/val_accuracy_std"]) == pytest.approx(math.sqrt(0.005))
     # the failed seed 2 is left out of b's numbers and counted
     assert (b["n"], b["failed"]) == ("2", "1")
     assert float(b["heldout/gold_reward"]) == pytest.approx(0.5)
     assert float(b["heldout/gold_reward_std"]) == pytest.approx(math.sqrt(0.32))
     assert float(b["heldout/kl"]) == pytest.approx(0.2)
     assert float(b["heldout/kl_std"]) == pytest.approx(0.0, abs=1e-12)
-    assert b["rm_accuracy"] == b["rm_accuracy_std"] == ""
+    assert b["rm/val_accuracy"] == b["rm/val_accuracy_std"] == ""
     # one ok seed (the incomplete one is left out, its 99.0 too): a mean, no std
     assert (c["n"], c["failed"]) == ("1", "1")
     assert float(c["heldout/gold_reward"]) == pytest.approx(0.2)
     assert c["heldout/gold_reward_std"] == ""
     # no TensorBoard events: the training columns are empty, not 0
-    assert a["reward"] == a["reward_std"] == ""
+    assert a["train/reward"] == a["train/reward_std"] == ""
 
 
 def test_seed_table_follows_the_sort(seed_sweep):
@@ -118,7 +118,7 @@ def test_seed_cells_show_mean_plus_minus_std(seed_sweep):
     assert "heldout/gold_reward_std" not in header and "failed" in header
     col = header.index("heldout/gold_reward")
     assert [r[col] for r in rows] == ["0.600 ± 0.141", "0.500 ± 0.566", pytest.approx(0.2)]
-    assert rows[0][header.index("reward")] is None  # shown as "-"
+    assert rows[0][header.index("train/reward")] is None  # shown as "-"
 
 
 def test_console_prints_the_seed_table_after_the_run_table(seed_sweep, tmp_path, capsys):
@@ -126,17 +126,19 @@ def test_console_prints_the_seed_table_after_the_run_table(seed_sweep, tmp_path,
     assert analyze_main([str(seed_sweep), "--no-plots", "--out", str(out)]) == 0
     console = capsys.readouterr().out
     before, after = console.split(TITLE)
-    assert before.splitlines()[0].split()[:3] == ["status", "experiment", "seed"]
-    lines = after.split("\n\n")[0].strip().splitlines()
-    assert lines[0].split()[:3] == ["experiment", "n", "failed"]
-    assert set(lines[1]) <= {"-", " "}
-    assert [ln.split()[:3] for ln in lines[2:]] == [
+    # under the column groups' line (heldout/, rm/), the column names
+    assert before.splitlines()[1].split()[:3] == ["status", "experiment", "seed"]
+    lines = after.split("\n\n")[0].strip("\n").splitlines()
+    assert lines[0].split() == ["heldout/", "rm/"]
+    assert lines[1].split()[:3] == ["experiment", "n", "failed"]
+    assert set(lines[2]) <= {"-", " "}
+    assert [ln.split()[:3] for ln in lines[3:]] == [
         ["a", "2", "0"],
         ["b", "2", "1"],
         ["c", "1", "1"],
     ]
-    assert "0.600 ± 0.141" in lines[2] and "0.500 ± 0.566" in lines[3]
-    assert "0.200" in lines[4] and "0.200 ±" not in lines[4]  # c: a lone mean
+    assert "0.600 ± 0.141" in lines[3] and "0.500 ± 0.566" in lines[4]
+    assert "0.200" in lines[5] and "0.200 ±" not in lines[5]  # c: a lone mean
     assert str(out / "runs_by_seed.csv") in console
 
 

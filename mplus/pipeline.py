@@ -30,7 +30,17 @@ def check_parallel_plan(cfg: TrainConfig) -> None:
 
 
 def run(cfg: TrainConfig) -> dict:
-    """Run every stage that ``cfg.algo`` needs in ``cfg.run_dir``; return the summary."""
+    """Run every stage that ``cfg.algo`` needs in ``cfg.run_dir``; return the summary.
+
+    The console for the length of the run is :func:`mplus.console.run_console`'s (each library
+    message once, no warning nobody can act on); it ends with :func:`_print_summary`."""
+    from mplus.console import run_console
+
+    with run_console(cfg.progress_bar):
+        return _run(cfg)
+
+
+def _run(cfg: TrainConfig) -> dict:
     import lightning as L
 
     from mplus.data.build import build_preference_data
@@ -49,7 +59,9 @@ def run(cfg: TrainConfig) -> dict:
     attn = resolve_attn_implementation(cfg.hardware)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    base_path = resolve_base(cfg.model, cfg.cache_dir)
+    base_path = resolve_base(
+        cfg.model, cfg.cache_dir, progress_bar=cfg.progress_bar, log_every=cfg.logger.log_every
+    )
     summary["time/base_s"] = round(time.time() - t0, 1)
     tok = load_tokenizer(
         base_path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
@@ -78,16 +90,28 @@ def run(cfg: TrainConfig) -> dict:
         from mplus.tblog import log_hparams
 
         log_hparams(run_dir, summary, cfg.logger.subdir)  # HParams tab: overrides -> final metrics
-        _print_summary(summary, run_dir)
+        _print_summary(summary, run_dir, cfg, base_path)
     return dict(summary)
 
 
-def _print_summary(summary: Summary, run_dir: Path) -> None:
-    keys = [k for k in sorted(summary) if not k.startswith("data/skipped/")] + sorted(
-        k for k in summary if k.startswith("data/skipped/")
-    )
-    rows = [[k, summary[k]] for k in keys]
+# the summary table's order: results first, then what describes the run (data counts, skipped
+# rows, times); the first matching prefix decides
+_TABLE_GROUPS = (("data/skipped/", 2), ("data/", 1), ("time/", 3))
+
+
+def _table_order(key: str) -> tuple[int, str]:
+    return (next((rank for g, rank in _TABLE_GROUPS if key.startswith(g)), 0), key)
+
+
+def _print_summary(summary: Summary, run_dir: Path, cfg: TrainConfig, base_path: str) -> None:
+    """The closing summary: the headline (:func:`mplus.console.headline`: the held-out result
+    before -> after, the reward model, the base, the run dir), then every ``summary.json`` key
+    (results, then data counts, then times), then the paths written."""
+    from mplus.console import headline
+
+    rows = [[k, summary[k]] for k in sorted(summary, key=_table_order)]
     records = (rundir.SUMMARY, rundir.TB, *rundir.EXPORTS, rundir.CHECKPOINTS)
     wrote = [f"wrote: {run_dir / p}" for p in records if (run_dir / p).exists()]
     table = tables.format_table(["summary", "value"], rows, digits=4, style="g", left=1)
-    print("\n".join(["", table, *wrote]), flush=True)
+    head = headline(summary, cfg, base_path, run_dir)
+    print("\n".join(["", *head, "", table, *wrote]), flush=True)

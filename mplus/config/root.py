@@ -56,7 +56,9 @@ class LoggerConfig:
 
     name: str = "tensorboard"  # the option's name (conf/logger/<name>.yaml)
     subdir: str = "tb"  # TensorBoard event files under <run_dir>/<subdir>
-    log_every: int = 10  # optimizer steps between logged training metrics
+    # steps between logged training metrics (rm/sft/dpo; the RL stage logs every step) and
+    # between the progress lines printed where there is no progress bar (mplus.modules.progress)
+    log_every: int = 10
 
     def __post_init__(self) -> None:
         _check(self.log_every > 0, "logger.log_every", "must be > 0")
@@ -78,7 +80,9 @@ class TrainConfig:
     # the tiny base model (and its tokenizer) is cached here by a hash of its config
     cache_dir: str = MISSING
     ckpt_path: str | None = None  # checkpoint to resume from, or "last" (this run dir's newest)
-    progress_bar: bool = True  # Lightning's progress bars on the console
+    # a progress bar per stage on a terminal; false, or no terminal (a log file): a progress
+    # line every logger.log_every steps instead
+    progress_bar: bool = True
     # the summary.json key the entry point returns (what an Optuna sweeper optimises)
     objective: str = "rl/gold_reward_end"
 

@@ -46,11 +46,17 @@ def tiny_hf_config(arch, **overrides):
     return MistralConfig(**{**kw, **overrides})
 
 
-def resolve_base(model_cfg, cache_dir: str) -> str:
-    """Path or hub id of the base model; builds (once) the tiny base for ``model=tiny``."""
+def resolve_base(
+    model_cfg, cache_dir: str, *, progress_bar: bool = True, log_every: int = 10
+) -> str:
+    """Path or hub id of the base model; builds (once) the tiny base for ``model=tiny``
+    (``progress_bar`` and ``log_every``: how its pretraining shows progress, as every stage's:
+    :func:`mplus.modules.progress.progress_callbacks`)."""
     if model_cfg.name_or_path is not None:
         return model_cfg.name_or_path
-    return str(ensure_tiny_base(model_cfg, Path(cache_dir)))
+    return str(
+        ensure_tiny_base(model_cfg, Path(cache_dir), progress_bar=progress_bar, log_every=log_every)
+    )
 
 
 def base_key(model_cfg) -> str:
@@ -65,7 +71,9 @@ def base_key(model_cfg) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ensure_tiny_base(model_cfg, cache_dir: Path) -> Path:
+def ensure_tiny_base(
+    model_cfg, cache_dir: Path, *, progress_bar: bool = True, log_every: int = 10
+) -> Path:
     """Return the cached base folder, pretraining it first if it is missing.
 
     A file lock makes concurrent runs (parallel sweeps, test workers) build it once; the folder
@@ -84,13 +92,16 @@ def ensure_tiny_base(model_cfg, cache_dir: Path) -> Path:
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         log.info("Pretraining the tiny base model (cached afterwards at %s)", out)
-        pretrain_tiny_base(model_cfg, tmp)
+        pretrain_tiny_base(model_cfg, tmp, progress_bar=progress_bar, log_every=log_every)
         os.replace(tmp, out)
     return out
 
 
-def pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
-    """Pretrain the tiny base from ``model_cfg.pretrain.seed`` and save it in ``out_dir``.
+def pretrain_tiny_base(
+    model_cfg, out_dir: Path, *, progress_bar: bool = True, log_every: int = 10
+) -> dict:
+    """Pretrain the tiny base from ``model_cfg.pretrain.seed`` and save it in ``out_dir``; its
+    progress is the ``base`` bar on a terminal, else a log line every ``log_every`` steps.
 
     The caller's global RNG states are left as they were (the run's stages seed themselves
     anyway; see ``mplus.pipeline.stage_seed``), so a cold cache changes nothing downstream.
@@ -98,16 +109,18 @@ def pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
     from lightning.pytorch.utilities.seed import isolate_rng
 
     with isolate_rng():
-        return _pretrain_tiny_base(model_cfg, out_dir)
+        return _pretrain_tiny_base(model_cfg, out_dir, progress_bar, log_every)
 
 
-def _pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
+def _pretrain_tiny_base(model_cfg, out_dir: Path, progress_bar: bool, log_every: int) -> dict:
     import lightning as L
     from transformers import MistralForCausalLM
 
+    from mplus.console import stage_label
     from mplus.data.synthetic import SyntheticTask
     from mplus.models.tokenizer import train_tokenizer
     from mplus.modules.causal_lm import CausalLMModule, pack_documents
+    from mplus.modules.progress import StageProgress, progress_callbacks
 
     arch, pt = model_cfg.arch, model_cfg.pretrain
     t0 = time.time()
@@ -149,6 +162,9 @@ def _pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
         total_steps=pt.steps,
         prefix="base",
     )
+    shown, bar = progress_callbacks(
+        StageProgress(stage_label("base"), pt.steps), progress_bar=progress_bar, log_every=log_every
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -161,7 +177,8 @@ def _pretrain_tiny_base(model_cfg, out_dir: Path) -> dict:
         check_val_every_n_epoch=None,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        enable_progress_bar=True,
+        enable_progress_bar=bar,
+        callbacks=shown,
     )
     trainer.fit(module, loader(train_rows, True))
     model.eval()

@@ -124,7 +124,8 @@ def load_reward_model(
 ):
     """A scalar head (``num_labels=1``) on the backbone, reading the last non-pad token.
 
-    Loading a causal-LM checkpoint here keeps the backbone and initialises a fresh ``score`` head.
+    Loading a causal-LM checkpoint here keeps the backbone and initialises a fresh ``score`` head
+    (transformers' load report for it is replaced by one line: :func:`mplus.console.load_scalar_head`).
     ``dtype`` and ``empty`` as in :func:`load_causal_lm`.
     """
     from transformers import AutoModelForSequenceClassification
@@ -140,13 +141,20 @@ def load_reward_model(
             num_labels=1,
         )
     else:
-        model = _from_pretrained(
-            AutoModelForSequenceClassification,
+        from mplus.console import load_scalar_head
+
+        model = load_scalar_head(
+            lambda: _from_pretrained(
+                AutoModelForSequenceClassification,
+                path,
+                model_cfg,
+                num_labels=1,
+                revision=revision,
+                output_loading_info=True,
+                **_common_kwargs(model_cfg, attn_implementation, dtype),
+            ),
             path,
-            model_cfg,
-            num_labels=1,
             revision=revision,
-            **_common_kwargs(model_cfg, attn_implementation, dtype),
         )
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id

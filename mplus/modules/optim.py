@@ -52,7 +52,7 @@ def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
     """Stop the run on a NaN/inf loss before the optimiser step corrupts the weights."""
     if not torch.isfinite(loss).all():
         raise TrainingDiverged(
-            f"{what} is {loss.item()} at step {step}: stopping. The last good checkpoint is kept; "
+            f"{what} is {loss.detach().item()} at step {step}: stopping. The last good checkpoint is kept; "
             "lower the learning rate or check the data, then resume with ckpt_path=...",
             step=step,
         )

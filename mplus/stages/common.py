@@ -30,11 +30,22 @@ def make_trainer(
     accumulate: int = 1,
     max_epochs: int = -1,
     summary: Summary | None = None,
+    progress=None,
+    self_logged: bool = False,
 ):
+    """The Lightning trainer of a stage: its TensorBoard run ``tb/<stage>``, the fault callbacks,
+    checkpoints every ``ckpt_every`` steps, and its progress on the console
+    (:mod:`mplus.modules.progress`): ``progress`` is what it counts
+    (:class:`~mplus.modules.progress.StageProgress`; default: optimizer steps out of
+    ``max_steps``, named by :func:`mplus.console.stage_label`). ``self_logged``: the module logs
+    its metrics to TensorBoard itself, every step (the RL stage), so Lightning's logging
+    interval does not apply (and its warning about a stage shorter than it would mislead)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from mplus.console import stage_label
+    from mplus.modules.progress import StageProgress, progress_callbacks
     from mplus.modules.signals import AtomicCheckpointIO, fault_callbacks
 
     run_dir = Path(cfg.run_dir)
@@ -43,7 +54,13 @@ def make_trainer(
     logger = TensorBoardLogger(
         save_dir=str(run_dir), name=cfg.logger.subdir, version=stage, default_hp_metric=False
     )
-    cbs = [*fault_callbacks(stage, summary), *callbacks]  # stop signals, NaN, resumed curves
+    shown, bar = progress_callbacks(
+        progress or StageProgress(stage_label(stage), max_steps),
+        progress_bar=cfg.progress_bar,
+        log_every=cfg.logger.log_every,
+    )
+    # stop signals, NaN, resumed curves; the progress bar or lines
+    cbs = [*fault_callbacks(stage, summary), *callbacks, *shown]
     if ckpt_every:
         cbs.append(
             ModelCheckpoint(
@@ -64,10 +81,10 @@ def make_trainer(
         val_check_interval=val_every,
         check_val_every_n_epoch=None if val_every else 1,
         num_sanity_val_steps=0,
-        log_every_n_steps=cfg.logger.log_every,
+        log_every_n_steps=1 if self_logged else cfg.logger.log_every,
         gradient_clip_val=grad_clip or None,
         accumulate_grad_batches=accumulate,
-        enable_progress_bar=cfg.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],  # temp file beside the checkpoint, not in $TMPDIR

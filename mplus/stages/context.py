@@ -45,8 +45,8 @@ class RunContext:
         return self.empty if sharded else None
 
     def causal_lm(self, *, trainable: bool, sharded: bool = True):
-        """The base as a causal LM: trainable (train dtype, LoRA when configured) or frozen
-        (frozen dtype, eval mode, no gradients)."""
+        """The base as a causal LM: trainable (train dtype, train mode, LoRA when configured) or
+        frozen (frozen dtype, eval mode, no gradients)."""
         from mplus.models.builders import apply_lora, load_causal_lm
 
         dtype = self.train_dtype if trainable else self.frozen_dtype
@@ -56,7 +56,9 @@ class RunContext:
         if not trainable:
             return model.eval().requires_grad_(False)
         model.generation_config.pad_token_id = self.pad_id
-        return apply_lora(model, self.cfg.model.lora, "CAUSAL_LM")
+        # from_pretrained returns eval mode and Lightning's fit keeps each module's mode:
+        # trained in eval mode, dropout and activation checkpointing would silently be off
+        return apply_lora(model.train(), self.cfg.model.lora, "CAUSAL_LM")
 
     def policy(self):
         """The trainable policy (its generation config pads with the tokenizer's pad)."""
@@ -71,7 +73,8 @@ class RunContext:
 
     def scalar_model(self, path: str | Path | None = None, *, trainable: bool, sharded=True):
         """A scalar-head model (reward or value model) from ``path`` (default: the base, with a
-        fresh head): trainable (train dtype, LoRA when configured) or frozen (frozen dtype)."""
+        fresh head): trainable (train dtype, train mode, LoRA when configured) or frozen (frozen
+        dtype)."""
         from mplus.models.builders import apply_lora, load_reward_model
 
         model = load_reward_model(
@@ -82,4 +85,6 @@ class RunContext:
             dtype=self.train_dtype if trainable else self.frozen_dtype,
             empty=self._empty(sharded),
         )
-        return apply_lora(model, self.cfg.model.lora, "SEQ_CLS") if trainable else model
+        if not trainable:
+            return model
+        return apply_lora(model.train(), self.cfg.model.lora, "SEQ_CLS")  # train mode: as above

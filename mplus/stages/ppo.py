@@ -21,6 +21,7 @@ import torch
 from mplus import distributed as D
 from mplus import rundir
 from mplus.config import RL_ALGOS, RLConfig, TrainConfig
+from mplus.console import stage_label
 from mplus.hardware import HardwareError
 from mplus.rundir import Summary
 from mplus.stages import register
@@ -84,6 +85,7 @@ def run(rc: RunContext, summary: Summary) -> None:
     from mplus.models.reward import read_reward_stats
     from mplus.models.value import ValueModel
     from mplus.modules.ppo import PPOCheckpoint, PPOModule
+    from mplus.modules.progress import StageProgress
     from mplus.rollout import HFGenerateEngine
 
     cfg, algo = rc.cfg, rc.cfg.algo
@@ -129,7 +131,7 @@ def run(rc: RunContext, summary: Summary) -> None:
             m.policy,
             ref_model=m.ref_model,
             reward_model=m.reward_model,
-            title=f"before {stage.upper()}",
+            title=f"before {stage_label(stage)}",
             probe=False,
         )
         if D.is_rank_zero():
@@ -164,6 +166,8 @@ def run(rc: RunContext, summary: Summary) -> None:
             rng_state_callback(),
         ],
         summary=summary,
+        progress=StageProgress(stage_label(stage), algo.steps, counter="ppo_step"),
+        self_logged=True,
     )
     steps = torch.utils.data.DataLoader(torch.arange(algo.steps), batch_size=1)
     if ckpt:
@@ -177,7 +181,7 @@ def run(rc: RunContext, summary: Summary) -> None:
         module.policy,
         ref_model=module.ref_model,
         reward_model=module.reward_model,
-        title=f"after {stage.upper()}",
+        title=f"after {stage_label(stage)}",
         summary=summary,
         logger=trainer.logger,
         step=module.ppo_step,

@@ -3,6 +3,7 @@
 Every RL algorithm logs the same names under one prefix, ``rl/`` (TensorBoard run
 ``tb/<algo>/``); the value-model ones (``rl/value_loss``, ``rl/value_clipfrac``,
 ``rl/explained_variance``) only with a critic, the group ones whenever samples_per_prompt > 1.
+The progress bar shows ``train reward``, ``train kl`` (k3 of the rollout) and ``train gold``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ class PPOLoggingMixin:
             self.logger.log_metrics(m, step=self.ppo_step)
             if self.cfg.sample_every and self.ppo_step % self.cfg.sample_every == 0:
                 self._log_samples(ro, scores)
+        # The progress bar / progress lines (mplus.modules.progress), not TensorBoard: numbers of
+        # this step's rollout, named train_* so they are not read as held-out ones; the KL shown
+        # is the k3 estimate (never negative, unlike rl/kl's default k1 on a small batch).
         self.log_dict(
             {
-                "reward": m["rl/reward_mean"],
-                "kl": m["rl/kl"],
-                **({"gold": m["rl/gold_reward_mean"]} if "gold" in scores else {}),
+                "train_reward": m["rl/reward_mean"],
+                "train_kl": float(scores["kl_k3_seq_mean"]),
+                **({"train_gold": m["rl/gold_reward_mean"]} if "gold" in scores else {}),
             },
             prog_bar=True,
             logger=False,

@@ -270,6 +270,9 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         if c.whiten:
             adv = A.masked_whiten(adv, mask, reduce=D.all_reduce_sum)
         scores["kl_seq_mean"] = D.global_mean(kl.sum(1).mean())
+        # the progress bar's `train kl`: k3 (non-negative, unbiased) whatever algo.kl.estimator
+        k3 = kl if c.kl.estimator == "k3" else A.kl_estimate(old_lp, ref_lp, "k3") * mask
+        scores["kl_k3_seq_mean"] = D.global_mean(k3.sum(1).mean())
         return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret, group_ids)
 
     def _advantage_stats(self, scores, rewards, raw, mask, group_ids) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from mplus.config.algo import is_rl
+from mplus.config.rl import is_rl
 
 GIB = 1024**3
 RESERVE = 0.10  # of the GPU's memory, kept back for the CUDA context, allocator and NCCL buffers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mplus.config.algo import is_rl
+from mplus.config.rl import is_rl
 from mplus.export.markdown import _fmt, _front_matter, _plain, _portable, _table, _yaml_block
 from mplus.export.sections import (
     _ALGO_TEXT,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mplus.config.algo import is_rl
+from mplus.config.rl import is_rl
 from mplus.export.files import context_length
 from mplus.export.markdown import _flatten, _fmt, _plain, _portable, _table
 

@@ -21,7 +21,7 @@ judge it.
 
 from __future__ import annotations
 
-from mplus.config.algo import is_rl
+from mplus.config.rl import is_rl
 from mplus.preflight.checkpoints import (  # noqa: F401  _RESUMABLE, CRC_...: re-exported
     _RESUMABLE,
     CRC_CHECK_MAX_BYTES,

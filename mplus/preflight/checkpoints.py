@@ -12,7 +12,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mplus.config.algo import RL_ALGOS
+from mplus.config.rl import RL_ALGOS
 from mplus.errors import CheckpointError
 from mplus.rundir import SHARED_STATE_KEYS, rl_state_key
 

@@ -1,4 +1,4 @@
-"""TensorBoard extras: a run's overrides in the HParams tab, linked to its final metrics.
+"""TensorBoard extras: a run's whole config (flattened: ``algo.kl.coef``) in the HParams tab, linked to its final metrics.
 
 Written into the run's own ``tb/`` (not a timestamped subdirectory, as
 ``SummaryWriter.add_hparams`` would; the stages' curves are the runs ``tb/<stage>`` below it), so ``tensorboard --logdir <multirun dir>`` shows one run per
@@ -32,13 +32,64 @@ def _hparam_value(text: str):
     return text
 
 
+def flat_config(run_dir: Path) -> dict:
+    """The run's resolved config (``.hydra/config.yaml``) flattened to ``algo.kl.coef``-style keys,
+    scalars only (a list or an empty mapping as its string; None as ``"None"``). An
+    interpolation that resolves only inside Hydra (``${hydra:...}``) keeps its text."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    cfg = OmegaConf.load(path)
+    out: dict = {}
+
+    def walk(node, prefix: str) -> None:
+        for key in node.keys() if OmegaConf.is_dict(node) else ():
+            name = f"{prefix}{key}"
+            try:
+                value = node[key]
+            except Exception:  # an unresolvable interpolation: its text  # noqa: BLE001
+                out[name] = str(OmegaConf.to_container(node, resolve=False)[key])
+                continue
+            if OmegaConf.is_dict(value) and len(value):
+                walk(value, f"{name}.")
+            elif OmegaConf.is_config(value):
+                out[name] = str(_container(value))
+            else:
+                out[name] = _scalar(value)
+
+    walk(cfg, "")
+    run_dir_key = out.get("run_dir")
+    if isinstance(run_dir_key, str) and run_dir_key.startswith("${"):
+        out["run_dir"] = str(Path(run_dir).resolve())
+    return out
+
+
+def _container(node):
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except Exception:  # noqa: BLE001
+        return OmegaConf.to_container(node, resolve=False)
+
+
+def _scalar(v):
+    if isinstance(v, bool | int | float) and not (isinstance(v, float) and math.isnan(v)):
+        return v
+    return str(v)
+
+
 def run_hparams(run_dir: Path) -> dict:
-    """The run's algorithm, experiment and overrides (``.hydra/``) as hyperparameters."""
+    """The run's hyperparameters: its whole resolved config flattened (:func:`flat_config`), its
+    group choices (``algo``, ``experiment``, ``model``, ``data``, ``hardware``, ``logger``) and
+    its overrides (``.hydra/``; a ``+key=value`` one the config does not hold stays by its name)."""
     import yaml
 
     from mplus.rundir import override_dict, run_overrides
 
-    hp: dict = {}
+    hp: dict = flat_config(run_dir)
     hydra_file = Path(run_dir) / ".hydra" / "hydra.yaml"
     if hydra_file.exists():
         choices = (
@@ -47,10 +98,11 @@ def run_hparams(run_dir: Path) -> dict:
             .get("runtime", {})
             .get("choices", {})
         )
-        for group in ("algo", "experiment", "model", "data", "hardware"):
+        for group in ("algo", "experiment", "model", "data", "hardware", "logger"):
             if choices.get(group) is not None:
                 hp[group] = str(choices[group])
-    hp.update({k: _hparam_value(v) for k, v in override_dict(run_overrides(run_dir)).items()})
+    for k, v in override_dict(run_overrides(run_dir)).items():
+        hp.setdefault(k.lstrip("+~"), _hparam_value(v))
     return hp
 
 

@@ -250,8 +250,8 @@ def test_ppo_card_uses_the_rollout_sampling_and_stop_strings(tmp_path):
         "evaluation.reward_model=/abs/path/rm",
     )
     summary = {
-        "ppo/gold_reward_end": 0.4,
-        "ppo/kl_end": 1.2,
+        "rl/gold_reward_end": 0.4,
+        "rl/kl_end": 1.2,
         "rm/val_accuracy": 0.8,
         "heldout/kl": 1.1,
         "time/ppo_s": 3.0,
@@ -260,7 +260,7 @@ def test_ppo_card_uses_the_rollout_sampling_and_stop_strings(tmp_path):
     export_model(model, tok, tmp_path / "policy", cfg=cfg, summary=summary)
     readme = (tmp_path / "policy" / "README.md").read_text()
     assert "do_sample=True, temperature=0.7, top_p=0.9, top_k=0" in readme
-    assert "max_new_tokens=8" in readme and "ppo/kl_end" in readme and "`algo.kl.coef`" in readme
+    assert "max_new_tokens=8" in readme and "rl/kl_end" in readme and "`algo.kl.coef`" in readme
     assert "/abs/path" not in readme and "time/ppo_s" not in readme
     ns = _run_snippet(tmp_path / "policy" / "README.md", tmp_path / "policy")
     assert len(ns["responses"]) == 2
@@ -311,7 +311,7 @@ def test_real_mistral_tokenizer_export(tmp_path, mistral_tokenizer_dir):
         out,
         kind="policy",
         cfg=_cfg("model=mistral-7b", "algo=ppo"),
-        summary={"ppo/gold_reward_end": 0.1},
+        summary={"rl/gold_reward_end": 0.1},
     )
     assert tok.padding_side == "right"
     saved = json.loads((out / "tokenizer_config.json").read_text())

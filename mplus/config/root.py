@@ -54,14 +54,20 @@ class HeldoutEvalConfig:
 class LoggerConfig:
     """Where the metrics go."""
 
-    name: str = "tensorboard"  # the option's name (conf/logger/<name>.yaml)
+    # the option's name (conf/logger/<name>.yaml): tensorboard, csv, wandb or mlflow; TensorBoard
+    # is always written (mplus.analyze reads it), another option adds its logger (mplus/loggers.py)
+    name: str = "tensorboard"
     subdir: str = "tb"  # TensorBoard event files under <run_dir>/<subdir>
+    project: str = "mplus"  # the wandb project / MLflow experiment (logger=wandb|mlflow)
     # steps between logged training metrics (rm/sft/dpo; the RL stage logs every step) and
     # between the progress lines printed where there is no progress bar (mplus.modules.progress)
     log_every: int = 10
 
     def __post_init__(self) -> None:
+        from mplus.loggers import LOGGERS
+
         _check(self.log_every > 0, "logger.log_every", "must be > 0")
+        _check(self.name in LOGGERS, "logger.name", f"must be one of {', '.join(LOGGERS)}")
 
 
 @dataclass
@@ -116,7 +122,8 @@ def validate(cfg: DictConfig) -> TrainConfig:
 
     The dataclasses' ``__post_init__`` only compares values, so they can be built anywhere (tests,
     the planner, another process) without touching the filesystem. What needs the filesystem or
-    an optional package is checked here: the files and the packages of ``evaluation.suites``
+    an optional package is checked here: the files and the packages of ``evaluation.suites``,
+    the package of ``logger``
     (the model folders, checkpoint and data files are :func:`mplus.preflight.preflight`'s).
 
     Raises:
@@ -130,4 +137,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
         raise ConfigError(f"data: unknown data config {type(obj.data).__name__}")
     if obj.evaluation.suites:
         suite_settings(obj.evaluation.suites, obj.evaluation.suite)
+    from mplus.loggers import check_logger_package
+
+    check_logger_package(obj.logger.name)
     return obj

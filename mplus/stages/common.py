@@ -33,7 +33,8 @@ def make_trainer(
     progress=None,
     self_logged: bool = False,
 ):
-    """The Lightning trainer of a stage: its TensorBoard run ``tb/<stage>``, the fault callbacks,
+    """The Lightning trainer of a stage: its TensorBoard run ``tb/<stage>`` (and the ``logger``
+    option's logger, :mod:`mplus.loggers`), the fault callbacks,
     checkpoints every ``ckpt_every`` steps, and its progress on the console
     (:mod:`mplus.modules.progress`): ``progress`` is what it counts
     (:class:`~mplus.modules.progress.StageProgress`; default: optimizer steps out of
@@ -42,18 +43,15 @@ def make_trainer(
     interval does not apply (and its warning about a stage shorter than it would mislead)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from mplus.console import stage_label
+    from mplus.loggers import make_loggers
     from mplus.modules.progress import StageProgress, progress_callbacks
     from mplus.modules.signals import AtomicCheckpointIO, fault_callbacks
 
     run_dir = Path(cfg.run_dir)
-    # one TensorBoard run per stage (tb/rm, tb/ppo, ...): a resumed stage's purge_step drops
-    # only what its own killed process logged, never an earlier stage's curves
-    logger = TensorBoardLogger(
-        save_dir=str(run_dir), name=cfg.logger.subdir, version=stage, default_hp_metric=False
-    )
+    # TensorBoard's tb/<stage> first (trainer.logger), then the logger option's (mplus.loggers)
+    logger = make_loggers(cfg, stage)
     shown, bar = progress_callbacks(
         progress or StageProgress(stage_label(stage), max_steps),
         progress_bar=cfg.progress_bar,

@@ -27,7 +27,8 @@ def heldout_eval(
 ) -> dict:
     """:func:`mplus.eval.heldout.evaluate_policy` on the held-out prompts with the run's settings.
 
-    With ``summary``, adds ``heldout/<metric>`` keys there and to TensorBoard (via ``logger``).
+    With ``summary``, adds ``heldout/<metric>`` keys there and to TensorBoard and the other loggers (via
+    ``logger``: a trainer's ``loggers``).
     """
     from mplus.eval.heldout import evaluate_policy
     from mplus.rollout import HFGenerateEngine
@@ -58,8 +59,11 @@ def heldout_eval(
     if summary is not None:
         summary.update({f"heldout/{k}": v for k, v in out.items()})
         summary.save()
-    if logger is not None:
-        logger.log_metrics({f"heldout/{k}": v for k, v in out.items()}, step=step)
+    if logger is not None:  # a trainer's loggers (or one logger)
+        from mplus.loggers import log_metrics_all
+
+        loggers = logger if isinstance(logger, list | tuple) else [logger]
+        log_metrics_all(loggers, {f"heldout/{k}": v for k, v in out.items()}, step=step)
     return out
 
 
@@ -99,7 +103,7 @@ def evaluate_and_export(rc: RunContext, policy, reference, name: str, trainer, s
             reward_model=eval_reward_model(rc),
             title=f"after {name}",
             summary=summary,
-            logger=trainer.logger,
+            logger=trainer.loggers,
             step=trainer.global_step,
         )
     export_policy(rc, policy, summary)

@@ -183,7 +183,7 @@ def run(rc: RunContext, summary: Summary) -> None:
         reward_model=module.reward_model,
         title=f"after {stage_label(stage)}",
         summary=summary,
-        logger=trainer.logger,
+        logger=trainer.loggers,
         step=module.ppo_step,
     )
     for k, v in start.items():

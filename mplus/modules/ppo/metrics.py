@@ -1,7 +1,7 @@
 """The per-step metrics and text samples of :class:`mplus.modules.ppo.PPOModule` (a mixin).
 
 Every RL algorithm logs the same names under one prefix, ``rl/`` (TensorBoard run
-``tb/<algo>/``); the value-model ones (``rl/value_loss``, ``rl/value_clipfrac``,
+``tb/<algo>/``, and every other logger of the trainer: ``logger=csv|wandb|mlflow``); the value-model ones (``rl/value_loss``, ``rl/value_clipfrac``,
 ``rl/explained_variance``) only with a critic, the group ones whenever samples_per_prompt > 1.
 The progress bar shows ``train reward``, ``train kl`` (k3 of the rollout) and ``train gold``.
 """
@@ -12,7 +12,10 @@ import torch
 
 from mplus import algo as A
 from mplus import distributed as D
+from mplus.loggers import log_metrics_all
 from mplus.modules.ppo.parts import Experience
+
+HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 
 
 class PPOLoggingMixin:
@@ -61,9 +64,9 @@ class PPOLoggingMixin:
             m.update({k: float(v) / D.world_size() for k, v in zip(keys, avg, strict=True)})
             for k in ("perf/rollout_tokens_per_s", "perf/train_tokens_per_s"):
                 m[k] *= D.world_size()  # all ranks together
-        if self.logger is not None:
-            self.logger.log_metrics(m, step=self.ppo_step)
-            if self.cfg.sample_every and self.ppo_step % self.cfg.sample_every == 0:
+        if self.loggers:
+            log_metrics_all(self.loggers, m, step=self.ppo_step)  # TensorBoard and logger=...
+            if self._sample_step(self.ppo_step):
                 self._log_samples(ro, scores)
         # The progress bar / progress lines (mplus.modules.progress), not TensorBoard: numbers of
         # this step's rollout, named train_* so they are not read as held-out ones; the KL shown
@@ -79,13 +82,46 @@ class PPOLoggingMixin:
             on_step=True,
         )
 
+    def _sample_step(self, step: int) -> bool:
+        """Samples at the first and the last step, and every ``sample_every`` steps."""
+        every = self.cfg.sample_every
+        return step == 1 or step >= self.cfg.steps or bool(every and step % every == 0)
+
     def _log_samples(self, ro, scores, k: int = 4) -> None:
-        rows = ["| prompt | response | reward |", "|---|---|---|"]
-        for i in range(min(k, len(ro.prompts))):
-            p = ro.prompts[i][-120:].replace("\n", "\\n").replace("|", "/")
-            r = ro.responses[i].replace("\n", "\\n").replace("|", "/")
-            rows.append(f"| {p} | {r} | {float(scores['rm_raw'][i]):.2f} |")
-        self.logger.experiment.add_text("rl/samples", "\n".join(rows), self.ppo_step)
+        """A markdown table (TensorBoard's text tab, tag ``rl/samples``; TensorBoard only):
+        each row the prompt's last human turn, the response, its RM score and gold score."""
+        writer = getattr(self.logger, "experiment", None)
+        if not hasattr(writer, "add_text"):
+            return
+        text = sample_table(ro.prompts, ro.responses, scores, k)
+        writer.add_text("rl/samples", text, self.ppo_step)
+
+
+def last_human_turn(prompt: str) -> str:
+    """The text of the prompt's last ``Human:`` turn, without the ``Assistant:`` cue after it."""
+    turn = prompt.rsplit(HUMAN, 1)[-1] if HUMAN in prompt else prompt.removeprefix("Human:")
+    turn = turn.rstrip()
+    return turn.removesuffix(ASSISTANT.strip()).strip()
+
+
+def md_cell(text: str) -> str:
+    """``text`` as one markdown table cell: ``|`` and HTML escaped, newlines as ``<br>``."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("|", "\\|").strip("\n").replace("\n", "<br>")
+    return text or " "
+
+
+def sample_table(prompts, responses, scores, k: int = 4) -> str:
+    gold = "gold" in scores
+    head = "| prompt (last human turn) | response | RM |" + (" gold |" if gold else "")
+    rows = [head, "|---|---|---|" + ("---|" if gold else "")]
+    for i in range(min(k, len(prompts))):
+        row = f"| {md_cell(last_human_turn(prompts[i]))} | {md_cell(responses[i])} "
+        row += f"| {float(scores['rm_raw'][i]):.3f} |"
+        if gold:
+            row += f" {float(scores['gold'][i]):.3f} |"
+        rows.append(row)
+    return "\n".join(rows)
 
 
 # metrics that are the same on every rank already (computed from all-rank statistics)

@@ -172,6 +172,11 @@ def cli() -> None:
     created, and the user errors a multirun point re-raises, into one line and exit 2. Anything
     else is raised as it is: a bug keeps its traceback (exit 1).
     """
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # the user-facing groups only
+        from mplus.cli_help import main as print_help
+
+        print_help()  # Hydra's own (schemas and all): --hydra-help
+        return
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         main()
         return

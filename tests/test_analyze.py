@@ -18,6 +18,10 @@ from mplus.analyze import main as analyze_main
 from mplus.analyze import pareto_front, read_events
 from tests.conftest import REPO, TEST_MODEL
 
+# A real multirun (~80 s on 2 cores) read back: CI's slow set runs it; the default run keeps the
+# analysis checks on hand-built run dirs (tests/unit/test_analyze_report.py, test_analyze_seeds.py)
+pytestmark = pytest.mark.slow
+
 # Two KL points of the short KL sweep, cut to a few steps (each point trains a tiny RM).
 TINY_SWEEP = [
     "algo.kl.coef=0.0,0.5",

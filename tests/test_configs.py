@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -31,6 +32,11 @@ def test_every_option_composes_and_validates(group):
     opts = _options(group)
     assert opts, group
     for opt in opts:
+        if group == "logger" and opt in ("wandb", "mlflow") and not importlib.util.find_spec(opt):
+            # an optional extra: without its package the option is refused at start, one line
+            with pytest.raises(ConfigError, match=rf"pip install -e '\.\[{opt}\]'"):
+                validate(_compose(f"{group}={opt}"))
+            continue
         cfg = validate(_compose(f"{group}={opt}"))
         assert getattr(cfg, group).name == opt
 
@@ -185,3 +191,21 @@ def test_the_moved_names_stay_importable_from_their_old_modules():
         assert getattr(EC, name) is getattr(EV, name)
     assert B.resolve_base is MB.resolve_base and B.tiny_hf_config is MB.tiny_hf_config
     assert B.from_pretrained_kwargs is P.from_pretrained_kwargs and B.torch_dtype is P.torch_dtype
+
+
+def test_help_lists_the_user_facing_groups_and_options_only():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mplus.train", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    groups = {ln.split(":")[0].strip(): ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert {"model", "data", "algo", "hardware", "logger", "experiment"} <= set(groups)
+    assert "_schema" not in out and "eval" not in groups  # not options of a training run
+    for algo in ("ppo*", "grpo", "rloo", "reinforce_pp", "dpo", "sft", "rm", "none"):
+        assert algo in groups["algo"], algo
+    assert "evaluation.reward_model=" in out and "model.name_or_path=" in out

@@ -62,6 +62,7 @@ def _texts(tb_dir: Path, tag: str) -> dict[int, str]:
     return out
 
 
+@pytest.mark.slow  # a 3-step RL run through a subprocess (~20 s)
 def test_rl_samples_first_and_last_step_whole_turns(rl_run):
     texts = _texts(rl_run / "tb", "rl/samples")
     assert sorted(texts) == [1, 3]  # sample_every (default 10) alone would log none
@@ -79,6 +80,7 @@ def test_rl_samples_first_and_last_step_whole_turns(rl_run):
             assert cells[0][0].isupper(), cells[0]
 
 
+@pytest.mark.slow  # a 3-step RL run through a subprocess (~20 s)
 def test_hparams_hold_the_flattened_config(rl_run):
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -104,6 +106,7 @@ def _csv_names(path: Path) -> set[str]:
     return set(header) - {"step", "epoch"}
 
 
+@pytest.mark.slow  # a 3-step RL run through a subprocess (~20 s)
 def test_csv_logger_has_tensorboards_metric_names(rl_run):
     tb = set(read_scalars(rl_run / "tb"))
     rl = _csv_names(rl_run / "csv" / "ppo" / "metrics.csv")

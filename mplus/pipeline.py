@@ -105,13 +105,32 @@ def _table_order(key: str) -> tuple[int, str]:
 
 def _print_summary(summary: Summary, run_dir: Path, cfg: TrainConfig, base_path: str) -> None:
     """The closing summary: the headline (:func:`mplus.console.headline`: the held-out result
-    before -> after, the reward model, the base, the run dir), then every ``summary.json`` key
-    (results, then data counts, then times), then the paths written."""
+    before -> after, the reward model, the base, the run dir), then the results table (a
+    ``heldout/<m>`` that an RL run also records as ``rl/<m>_end`` is shown once, as the latter),
+    the data counts and times on one line each, then the paths written. ``summary.json`` has
+    every key."""
     from mplus.console import headline
 
-    rows = [[k, summary[k]] for k in sorted(summary, key=_table_order)]
+    def shown(k: str) -> bool:
+        if k.startswith(("data/", "time/")):
+            return False
+        twin = "rl/" + k.removeprefix("heldout/") + "_end"
+        return not (k.startswith("heldout/") and summary.get(twin) == summary[k])
+
+    rows = [[k, summary[k]] for k in sorted(summary, key=_table_order) if shown(k)]
+    table = tables.format_table(["summary", "value"], rows, digits=4, style="g", left=1)
+
+    def one_line(group: str, unit: str = "") -> list[str]:
+        """``group: name value · ...`` for the keys of ``group`` (``data/``, ``time/``)."""
+        cells = [
+            f"{k.removeprefix(group).removesuffix('_s')} {tables.cell(summary[k], 4, 'g')}{unit}"
+            for k in sorted(summary)
+            if k.startswith(group)
+        ]
+        return [f"{group.rstrip('/')}: {' · '.join(cells)}"] if cells else []
+
     records = (rundir.SUMMARY, rundir.TB, *rundir.EXPORTS, rundir.CHECKPOINTS)
     wrote = [f"wrote: {run_dir / p}" for p in records if (run_dir / p).exists()]
-    table = tables.format_table(["summary", "value"], rows, digits=4, style="g", left=1)
     head = headline(summary, cfg, base_path, run_dir)
-    print("\n".join(["", *head, "", table, *wrote]), flush=True)
+    extra = [*one_line("data/"), *one_line("time/", " s")]
+    print("\n".join(["", *head, "", table, *extra, *wrote]), flush=True)

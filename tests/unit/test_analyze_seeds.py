@@ -7,7 +7,6 @@ the numbers and the expected means and stds are known here."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -16,21 +15,11 @@ import pytest
 from mplus.analyze import analyze, collect_runs, mean_std, seed_cells, seed_rows, seed_varies
 from mplus.analyze import main as analyze_main
 
-SHARED = ["algo.steps=3"]  # an override every run shares: never a column
+# the hand-built run dirs of the report tests (overrides, summary.json, train.log)
+from tests.unit.test_analyze_report import _run  # noqa: E402
+
 TITLE = "mean ± std over seeds (n per row)"
 SQRT_002 = math.sqrt(0.02)  # sample std of 0.5, 0.7 (and of 0.1, 0.3)
-
-
-def _run(root: Path, overrides: list[str], summary: dict | None, log: str = "") -> Path:
-    """A run dir: its overrides, its summary.json (``None``: none) and a train.log."""
-    d = root / ",".join(overrides)
-    (d / ".hydra").mkdir(parents=True)
-    (d / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*overrides, *SHARED]))
-    if summary is not None:
-        (d / "summary.json").write_text(json.dumps(summary))
-    if log:
-        (d / "train.log").write_text(log)
-    return d
 
 
 def _done(gold: float, kl: float, acc: float | None = None) -> dict:

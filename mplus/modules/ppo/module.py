@@ -181,8 +181,8 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         prompt, sample index in its group), which no batch split changes; else None."""
         if not self.cfg.generation.seed_per_sample:
             return None
-        ids = group_ids.tolist()
-        return [sample_key(self.seed, step, g, i - ids.index(g)) for i, g in enumerate(ids)]
+        n = self.cfg.samples_per_prompt  # a group's rows are consecutive (draw_prompts)
+        return [sample_key(self.seed, step, g, i % n) for i, g in enumerate(group_ids.tolist())]
 
     def rollout(self, prompts, keys=None):
         with D.gathered(self.policy):  # one all-gather per rollout phase, not per token

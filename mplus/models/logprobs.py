@@ -45,11 +45,31 @@ def token_logprobs(
         Padding positions hold finite junk; mask them downstream.
     """
     extra = {} if position_ids is None else {"position_ids": position_ids}
+    keep = input_ids.shape[1] - start
+    if start > 0 and _takes_logits_to_keep(model):
+        # the LM head only where a label is scored (the response of a rollout): the prompt's
+        # (B, Tq, V) logits are never computed; the last position, which predicts nothing,
+        # is dropped below like the others
+        extra["logits_to_keep"] = keep
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
-    logits = logits[:, start:-1].float()
+    logits = logits[:, logits.shape[1] - keep : -1].float()
     if temperature != 1.0:  # x / 1 == x exactly: skipping it saves a (B, T, V) copy
         logits = logits / temperature
     return logprobs_from_logits(logits, input_ids[:, start + 1 :]), logits
+
+
+_TAKES_KEEP: dict[type, bool] = {}
+
+
+def _takes_logits_to_keep(model) -> bool:
+    """Whether ``model``'s forward takes ``logits_to_keep`` (every transformers causal LM; peft
+    wrappers pass it on); read once per class."""
+    cls = type(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    if cls not in _TAKES_KEEP:
+        import inspect
+
+        _TAKES_KEEP[cls] = "logits_to_keep" in inspect.signature(cls.forward).parameters
+    return _TAKES_KEEP[cls]
 
 
 def label_mask(attention_mask: Tensor, prompt_lens: Tensor | None = None) -> Tensor:

@@ -57,6 +57,8 @@ class PPOLoggingMixin:
             m["perf/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if "gold" in scores:
             m["rl/gold_reward_mean"] = scores["gold"].mean()
+        if "logprob_diff" in scores:  # an engine that reports its sampling log-probs (vllm)
+            m["rollout/logprob_diff"] = scores["logprob_diff"]
         m = {k: float(v) for k, v in m.items()}
         if D.is_distributed():  # per-rank means of equal-sized slices -> means over all ranks
             keys = [k for k in m if k not in _GLOBAL_METRICS]

@@ -99,6 +99,7 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
             else A.FixedKLController(cfg.kl.coef)
         )
         self.ppo_step = 0
+        self.fuse_first_minibatch = True  # see fuses_first_minibatch (tests turn it off)
         self.saved_step: int | None = None  # ppo_step of the last checkpoint written or resumed
         self.stepped = False  # whether the last training_step ran a PPO iteration
         # sampling and log-probs at the same temperature (> 0: the config refuses greedy RL)
@@ -231,19 +232,45 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         """Response-token log-probs (B, Tr) and logits, at the sampling temperature."""
         return token_logprobs(model, seq, attn, pos, start=q_len - 1, temperature=self.temperature)
 
-    @torch.no_grad()
+    def fuses_first_minibatch(self, n_rows: int) -> bool:
+        """Whether the first minibatch reuses the log-prob (and value) forward of
+        :meth:`advantages`: when one minibatch is the whole local batch, the first update pass
+        sees the rollout's weights, so one forward with the graph kept serves both (the old
+        log-probs are its detached copy). Not for LoRA under FSDP, where the reference forward
+        runs through the same sharded module between that forward and its backward."""
+        one_minibatch = self.cfg.minibatch_size // D.world_size() >= n_rows
+        shared_ref = self.ref_model is None and D.is_distributed()
+        return self.fuse_first_minibatch and one_minibatch and not shared_ref
+
     def advantages(self, ro, scores, group_ids: torch.Tensor) -> Experience:
+        seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
+        q_len, mask = ro.query_ids.shape[1], ro.response_mask
+        fused = self.fuses_first_minibatch(seq.shape[0])
+        self.policy.train(fused)  # dropout is off: train and eval forwards are the same
+        with torch.set_grad_enabled(fused):
+            logp, logits = self._logprobs(self.policy, seq, attn, pos, q_len)
+        old_lp = logp.detach()
+        values = first_values = None
+        if self.value_model is not None:
+            self.value_model.train(fused)
+            with torch.set_grad_enabled(fused):
+                first_values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1]
+            values = first_values.detach() * mask
+        first = (logp, logits, first_values) if fused else None
+        with torch.no_grad():
+            return self._advantages(ro, scores, group_ids, old_lp, values, first)
+
+    def _advantages(self, ro, scores, group_ids, old_lp, values, first) -> Experience:
         c = self.cfg
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
         q_len, mask = ro.query_ids.shape[1], ro.response_mask
-        self.policy.eval()
-        old_lp, _ = self._logprobs(self.policy, seq, attn, pos, q_len)
         ref, ctx = reference_context(self.policy, self.ref_model)
         with ctx:
             ref_lp, _ = self._logprobs(ref, seq, attn, pos, q_len)
-        values = None
-        if self.value_model is not None:
-            values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1] * mask
+        sampled = getattr(ro, "sampler_logprobs", None)
+        if sampled is not None:  # the engine's sampling log-probs (vllm) vs the training forward
+            diff = (sampled.to(old_lp) - old_lp).abs() * mask
+            scores["logprob_diff"] = D.global_mean(diff.sum() / mask.sum().clamp(min=1))
         kl = A.kl_estimate(old_lp, ref_lp, c.kl.estimator) * mask
         kl_coef = self.kl_ctl.value if c.kl.in_reward else 0.0
         rewards = A.token_rewards(scores["score"], kl, mask, kl_coef)
@@ -273,7 +300,9 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         # the progress bar's `train kl`: k3 (non-negative, unbiased) whatever algo.kl.estimator
         k3 = kl if c.kl.estimator == "k3" else A.kl_estimate(old_lp, ref_lp, "k3") * mask
         scores["kl_k3_seq_mean"] = D.global_mean(k3.sum(1).mean())
-        return Experience(seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret, group_ids)
+        return Experience(
+            seq, attn, pos, q_len, mask, old_lp, ref_lp, values, adv, ret, group_ids, first
+        )
 
     def _advantage_stats(self, scores, rewards, raw, mask, group_ids) -> None:
         """Into ``scores``: the mean/std over all tokens of the advantages before normalisation

@@ -25,6 +25,9 @@ class Experience:
     advantages: torch.Tensor
     returns: torch.Tensor
     group_ids: torch.Tensor  # (B,) the prompt each row was sampled for
+    # The first minibatch's forward, graph kept, when it is the whole batch (PPOModule.
+    # fuses_first_minibatch): policy log-probs (B, Tr), their logits, the values (B, Tr) or None
+    first_pass: tuple | None = None
 
 
 def _seed_all(seed: int) -> None:

@@ -39,8 +39,11 @@ class PPOUpdateMixin:
         n_mb = 0
         for _ in range(c.ppo_epochs):
             for idx in torch.randperm(n, generator=g).split(c.minibatch_size // D.world_size()):
+                first, exp.first_pass = exp.first_pass, None  # the first minibatch only
+                if first is not None:  # the whole batch, in its own order (no (B, T, V) copy)
+                    idx = torch.arange(n)
                 idx = idx.to(self.device)
-                st = self._minibatch_step(exp, idx)
+                st = self._minibatch_step(exp, idx, first)
                 for k, v in st.items():
                     acc.setdefault(k, []).append(v)
                 n_mb += 1
@@ -92,7 +95,10 @@ class PPOUpdateMixin:
             step=step,
         )
 
-    def _minibatch_step(self, exp: Experience, idx) -> dict:
+    def _minibatch_step(self, exp: Experience, idx, first=None) -> dict:
+        """One minibatch's losses and backward; ``first``: the whole batch's forward of
+        :meth:`advantages` (graph kept; ``idx`` is then every row in order) instead of running
+        the models again."""
         c = self.cfg
         mask = exp.mask[idx]
         share = D.token_share(mask)  # this rank's part of the global token mean (1 alone)
@@ -104,9 +110,12 @@ class PPOUpdateMixin:
             "reduce": D.all_reduce_sum if D.is_distributed() else None,
             "max_len": c.generation.max_new_tokens,
         }
-        logp, logits = self._logprobs(
-            self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len
-        )
+        if first is not None:
+            logp, logits = first[0], first[1]
+        else:
+            logp, logits = self._logprobs(
+                self.policy, exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len
+            )
         pl = A.policy_loss(
             logp, exp.old_logprobs[idx], exp.advantages[idx], mask, c.clip_eps, c.dual_clip, **agg
         )
@@ -140,7 +149,10 @@ class PPOUpdateMixin:
         }
         if self.value_model is None:
             return out
-        v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
+        if first is not None:
+            v = first[2]
+        else:
+            v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
         vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
         check_finite(vl.loss, f"{c.name}/value_loss", self.ppo_step + 1)
         self.manual_backward(vl.loss * share / c.grad_accum)

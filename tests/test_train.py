@@ -54,6 +54,9 @@ def test_reward_model_end_to_end(run_train):
     assert stats["std"] > 0
     scalars = read_scalars(run_dir / "tb")
     assert {"rm/train_loss", "rm/val_loss", "rm/val_accuracy", "rm/margin"} <= set(scalars)
+    # throughput (mplus.modules.perf), written with the other metrics every logger.log_every
+    assert len(scalars["perf/train_tokens_per_s"]) == len(scalars["rm/train_loss"]) > 5
+    assert all(v > 0 for _, v in scalars["perf/step_s"] + scalars["perf/train_tokens_per_s"])
     assert (run_dir / ".hydra" / "config.yaml").exists()
 
 

@@ -85,6 +85,9 @@ class HardwareConfig:
     process_group_backend: str | None = None  # null: nccl on GPUs, gloo on CPU
     fsdp: FSDPSettings = field(default_factory=FSDPSettings)  # for strategy=fsdp
     gpu_name: str | None = None  # for the memory planner's report
+    # share of one GPU's memory the colocated vLLM engine (algo.rollout.engine=vllm) takes for
+    # its weights and KV cache, beside training; null = 0.4
+    vllm_gpu_memory_utilization: float | None = None
     slurm: SlurmConfig = field(default_factory=SlurmConfig)  # for hydra/launcher=slurm
 
     def __post_init__(self) -> None:
@@ -110,6 +113,12 @@ class HardwareConfig:
             _in(self.process_group_backend, ("nccl", "gloo"), "hardware.process_group_backend")
         if self.gpu_memory_gb is not None:
             _check(self.gpu_memory_gb > 0, "hardware.gpu_memory_gb", "must be > 0")
+        if self.vllm_gpu_memory_utilization is not None:
+            _check(
+                0 < self.vllm_gpu_memory_utilization < 1,
+                "hardware.vllm_gpu_memory_utilization",
+                "must be in (0, 1)",
+            )
 
 
 def register_common_configs() -> None:

@@ -12,6 +12,7 @@ from mplus.config.rl import (  # noqa: F401  re-exported
     GROUP_ESTIMATORS,
     LOSS_AGG_MODES,
     RL_ALGOS,
+    ROLLOUT_ENGINES,
     AdvantageConfig,
     GenerationConfig,
     KLConfig,
@@ -19,6 +20,7 @@ from mplus.config.rl import (  # noqa: F401  re-exported
     PPOConfig,
     RewardConfig,
     RLConfig,
+    RolloutConfig,
     is_rl,
 )
 from mplus.config.stage import RMConfig, StageConfig  # noqa: F401  re-exported

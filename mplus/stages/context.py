@@ -3,7 +3,7 @@ factory bound to it (policy, reference, reward model, value model)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ class RunContext:
     train_dtype: str  # parameters that train (fp32 master weights under mixed precision)
     frozen_dtype: str  # reference / reward models
     empty: bool | None
+    # engines held for the run's length: the colocated vLLM engine (mplus.stages.evaluation)
+    engines: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def run_dir(self) -> Path:

@@ -31,14 +31,14 @@ def heldout_eval(
     ``logger``: a trainer's ``loggers``).
     """
     from mplus.eval.heldout import evaluate_policy
-    from mplus.rollout import HFGenerateEngine
 
     cfg, tok, data = rc.cfg, rc.tokenizer, rc.data
     ev = cfg.evaluation
     if not ev.enabled:
         return {}
-    engine = HFGenerateEngine(
-        tok,
+    engine = rollout_engine(
+        rc,
+        row_seed=cfg.seed + ev.seed,  # vllm: the same sampling stream for every model compared
         max_new_tokens=ev.max_new_tokens,
         temperature=ev.temperature,
         stop_strings=tuple(ev.stop_strings),
@@ -65,6 +65,57 @@ def heldout_eval(
         loggers = logger if isinstance(logger, list | tuple) else [logger]
         log_metrics_all(loggers, {f"heldout/{k}": v for k, v in out.items()}, step=step)
     return out
+
+
+def rollout_engine(rc: RunContext, *, row_seed: int | None = None, **sampling):
+    """The run's generation engine with ``sampling`` (``HFGenerateEngine``'s arguments):
+    ``algo.rollout.engine`` for an RL algorithm, ``hf`` for every other stage (``row_seed``:
+    :func:`mplus.rollout.make_engine`'s)."""
+    from mplus.config import is_rl
+    from mplus.rollout import make_engine
+
+    algo = rc.cfg.algo
+    kind = algo.rollout.engine if is_rl(algo) else "hf"
+    backend = vllm_backend(rc) if kind == "vllm" else None
+    return make_engine(kind, rc.tokenizer, backend=backend, row_seed=row_seed, **sampling)
+
+
+def vllm_backend(rc: RunContext):
+    """This process's :class:`mplus.rollout.vllm_engine.VLLMBackend` for ``rc`` (made once;
+    the vLLM engine itself is built on its first generate)."""
+    if "vllm" in rc.engines:
+        return rc.engines["vllm"]
+    from mplus.rollout.vllm_engine import VLLMBackend
+
+    cfg = rc.cfg
+    hw, r = cfg.hardware, cfg.algo.rollout
+    gpu = hw.accelerator in ("gpu", "cuda") or hw.accelerator == "auto" and _cuda()
+    backend = VLLMBackend(
+        rc.tokenizer,
+        seed=cfg.seed,
+        gpu=gpu,
+        gpu_memory_utilization=hw.vllm_gpu_memory_utilization,
+        enable_sleep_mode=r.enable_sleep_mode,
+        cpu_kv_cache_gib=r.cpu_kv_cache_gib,
+        enforce_eager=r.enforce_eager,
+        dtype=r.dtype,
+        max_model_len=r.max_model_len,
+    )
+    rc.engines["vllm"] = backend
+    return backend
+
+
+def close_vllm_backend(rc: RunContext) -> None:
+    """Drops ``rc``'s vLLM engine, if it has one (the RL stage's end)."""
+    backend = rc.engines.pop("vllm", None)
+    if backend is not None:
+        backend.close()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def eval_reward_model(rc: RunContext):

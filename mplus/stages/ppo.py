@@ -27,7 +27,7 @@ from mplus.rundir import Summary
 from mplus.stages import register
 from mplus.stages.common import make_trainer, sharded
 from mplus.stages.context import RunContext
-from mplus.stages.evaluation import export_policy, heldout_eval
+from mplus.stages.evaluation import close_vllm_backend, export_policy, heldout_eval, rollout_engine
 from mplus.stages.resume import rng_state_callback, seed_stage, stage_checkpoint
 from mplus.stages.rm import train_reward_model
 
@@ -86,7 +86,6 @@ def run(rc: RunContext, summary: Summary) -> None:
     from mplus.models.value import ValueModel
     from mplus.modules.ppo import PPOCheckpoint, PPOModule
     from mplus.modules.progress import StageProgress
-    from mplus.rollout import HFGenerateEngine
 
     cfg, algo = rc.cfg, rc.cfg.algo
     stage, P = algo.name, METRIC_PREFIX
@@ -112,8 +111,8 @@ def run(rc: RunContext, summary: Summary) -> None:
             disable_dropout(m)
 
     g = algo.generation
-    engine = HFGenerateEngine(
-        rc.tokenizer,
+    engine = rollout_engine(  # algo.rollout.engine: hf | vllm (built on its first generate)
+        rc,
         max_new_tokens=g.max_new_tokens,
         temperature=0.0 if g.greedy else g.temperature,
         top_p=g.top_p,
@@ -192,6 +191,7 @@ def run(rc: RunContext, summary: Summary) -> None:
         if k != "probe_nll":
             summary[f"{P}/{k}_end"] = v
     summary[f"{P}/steps"] = module.ppo_step
+    close_vllm_backend(rc)
     summary[f"time/{stage}_s"] = round(time.time() - t0, 1)
     export_policy(rc, module.policy, summary)
     summary.save()

@@ -13,7 +13,23 @@ import json
 import sys
 
 from mplus import rundir, tables
-from mplus.analyze import EVAL_COLUMNS, find_runs, run_names
+from mplus.analyze import find_runs, run_names
+from mplus.analyze.runs import with_current_names
+
+# the held-out numbers side by side (``python -m mplus.analyze --columns all`` has every one)
+COLUMNS = (
+    "heldout/reward",
+    "heldout/gold_reward",
+    "heldout/kl",
+    "heldout/response_length",
+    "heldout/stop_rate",
+    "heldout/knowledge_acc",
+    "heldout/corpus_nll",
+    "heldout/harmful_refusal",
+    "heldout/harmful_comply",
+    "heldout/benign_correct",
+    "heldout/benign_overrefusal",
+)
 
 
 def collect(paths: list[str]) -> list[tuple[str, dict]]:
@@ -26,12 +42,12 @@ def collect(paths: list[str]) -> list[tuple[str, dict]]:
         raise FileNotFoundError(f"{' '.join(paths)}: no summary.json (no finished run)")
     names = run_names(runs)
     return [
-        (name, json.loads((r / rundir.SUMMARY).read_text()))
+        (name, with_current_names(json.loads((r / rundir.SUMMARY).read_text())))
         for r, name in zip(runs, names, strict=True)
     ]
 
 
-def table(rows: list[tuple[str, dict]], columns=EVAL_COLUMNS) -> str:
+def table(rows: list[tuple[str, dict]], columns=COLUMNS) -> str:
     header = ["run", *[c.removeprefix("heldout/") for c in columns]]
     return tables.format_table(
         header, [[name, *[s.get(c) for c in columns]] for name, s in rows], left=1

@@ -39,6 +39,22 @@ def cache_dir(tmp_path_factory) -> Path:
     return d
 
 
+def cached_test_base(cache_dir: Path) -> Path:
+    """The tiny base of :data:`TEST_MODEL` in ``cache_dir`` (a kept ``MPLUS_TEST_CACHE`` may
+    also hold bases of older corpus versions, under other keys)."""
+    from hydra import compose, initialize_config_dir
+
+    from mplus.config import register_configs, validate
+    from mplus.models.base import base_key
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = validate(
+            compose("train", overrides=[*TEST_MODEL, f"cache_dir={cache_dir}", "run_dir=."])
+        )
+    return Path(cache_dir) / "tiny-base" / base_key(cfg.model)
+
+
 def train_command(cache_dir: Path, run_dir: Path, *overrides: str, model=TEST_MODEL) -> list[str]:
     """``python -m mplus.train`` on the test base, writing into ``run_dir``, no progress bars."""
     return [

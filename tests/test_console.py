@@ -16,7 +16,7 @@ import pytest
 
 from mplus.console import headline, run_console, strip_log_prefix
 from mplus.modules.progress import TrainModeCheck, format_metrics, metric_name
-from tests.conftest import REPO, read_summary, train_command
+from tests.conftest import REPO, cached_test_base, read_summary, train_command
 
 # The messages mplus silences or replaces (mplus.console): none may reach the console.
 GONE = (
@@ -162,7 +162,7 @@ def test_lightning_lines_once(caplog):
 def test_fresh_head_one_line(cache_dir, caplog, capfd):
     from mplus.models.builders import load_reward_model
 
-    base = next((cache_dir / "tiny-base").glob("*/base_info.json")).parent
+    base = cached_test_base(cache_dir)
     model_cfg = SimpleNamespace(dtype="float32", trust_remote_code=False, allow_pickle=False)
     with caplog.at_level(logging.INFO, logger="mplus.console"):
         load_reward_model(str(base), model_cfg)

@@ -236,7 +236,7 @@ def _assert_same_rl_run(one: Path, two: Path, tags: tuple[str, ...]) -> None:
     samples the k1 sum is not a KL estimate and can be negative, its size shows the move)."""
     s1, s2 = read_summary(one), read_summary(two)
     assert s2["rl/steps"] == 3
-    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/probe_nll"):
+    for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/corpus_nll"):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
     assert abs(s1["rl/kl_end"]) > 1e-3
     c1, c2 = read_scalars(one / "tb"), read_scalars(two / "tb")
@@ -276,7 +276,9 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     p1, p2 = tmp_path / "ppo1", tmp_path / "ppo2"
     run_train(*PPO_FEW, rm, "hardware=cpu", run_dir=p1)
     run_train(*PPO_FEW, rm, "hardware=2xcpu", run_dir=p2)
-    _assert_same_rl_run(p1, p2, ("rl/value_loss", "rl/entropy", "rl/explained_variance"))
+    _assert_same_rl_run(
+        p1, p2, ("rl/value_loss", "rl/entropy", "rl/explained_variance", "rl/harmful_refusal")
+    )
 
     # GRPO: groups of 4 samples per prompt, each rank holding whole groups. Greedy rollouts would
     # give every sample of a prompt the same response (all advantages 0), so the rollouts sample

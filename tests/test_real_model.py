@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import REPO, TEST_MODEL, read_summary
+from tests.conftest import REPO, TEST_MODEL, cached_test_base, read_summary
 
 CHEAP_DATA = [
     "data.num_train_pairs=48",
@@ -114,7 +114,7 @@ def _ppo_in_process(tmp_path, cache_dir, *overrides):
 @pytest.fixture
 def dropout_base(cache_dir, tmp_path):
     """The tiny base with attention dropout 0.1 in its config."""
-    src = next((cache_dir / "tiny-base").glob("*/base_info.json")).parent
+    src = cached_test_base(cache_dir)
     dst = tmp_path / "base-dropout"
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "config.json").read_text())

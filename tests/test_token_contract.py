@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mplus.data.synthetic import KnowledgeItem
 from mplus.data.types import PreferencePair
 from mplus.models.tokenizer import encode_pairs, encode_prompts, encode_texts, load_tokenizer
 
@@ -93,7 +94,7 @@ def test_real_tokenizer_facts(mistral_tokenizer_dir):
 def test_every_stage_feeds_the_same_ids(tok):
     """Rollout, value, RM training/scoring, DPO, SFT, held-out evaluation, mplus.eval."""
     from mplus.data.collate import PairDataset, SFTCollator, SFTDataset
-    from mplus.eval.heldout import evaluate_policy, probe_nll
+    from mplus.eval.heldout import corpus_nll, evaluate_policy, knowledge_probe
     from mplus.models.reward import score_texts
     from mplus.rollout import HFGenerateEngine
 
@@ -130,9 +131,16 @@ def test_every_stage_feeds_the_same_ids(tok):
     assert "reward" in out
     # the probe: whole texts, BOS once, EOS appended
     lm_seen = _recording(policy)
-    probe_nll(policy, tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)])
+    corpus_nll(policy, tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)])
     assert _strip(*lm_seen[-1]) == encode_texts(
         tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    )
+    # the knowledge probe: prefix + each candidate, BOS once, no EOS
+    item = KnowledgeItem("The day after Monday is", " Tuesday", (" Tuesday", " Friday"))
+    knowledge_probe(policy, tok, [item])
+    assert (
+        _strip(*lm_seen[-1])
+        == encode_pairs(tok, [item.prefix] * 2, list(item.candidates), eos=False)[0]
     )
 
 

@@ -11,7 +11,14 @@ import time
 import pytest
 import torch
 
-from tests.conftest import HH_FILE, REPO, read_scalars, read_summary, train_command
+from tests.conftest import (
+    HH_FILE,
+    REPO,
+    cached_test_base,
+    read_scalars,
+    read_summary,
+    train_command,
+)
 
 RM_FAST = [
     "algo=rm",
@@ -114,8 +121,18 @@ def test_ppo_end_to_end(ppo_run, cache_dir):
         "rl/response_length_end",
         "rl/stop_rate_end",
         "rm/val_accuracy",
+        # the probes and the behaviour rates, before and after RL
+        "rl/knowledge_acc_start",
+        "rl/knowledge_acc_end",
+        "rl/corpus_nll_start",
+        "rl/corpus_nll_bad_response_end",
+        "rl/harmful_refusal_start",
+        "rl/benign_overrefusal_end",
+        "heldout/knowledge_nll",
+        "heldout/harmful_comply",
     ):
         assert k in s, k
+    assert 0.0 <= s["rl/knowledge_acc_end"] <= 1.0 and s["rl/knowledge_nll_start"] > 0
     assert s["rl/steps"] == 3
     scalars = read_scalars(run_dir / "tb")
     for tag in (
@@ -133,6 +150,8 @@ def test_ppo_end_to_end(ppo_run, cache_dir):
         "rl/response_length_mean",
         "rl/stop_rate",
         "rl/length_penalty_mean",
+        "rl/harmful_refusal",
+        "rl/benign_correct",
         "perf/rollout_tokens_per_s",
         "perf/step_s",
     ):
@@ -141,7 +160,7 @@ def test_ppo_end_to_end(ppo_run, cache_dir):
     # the exported policy loads with plain transformers, generates, and differs from the base
     policy = AutoModelForCausalLM.from_pretrained(run_dir / "policy")
     tok = AutoTokenizer.from_pretrained(run_dir / "policy")
-    base_dir = next((cache_dir / "tiny-base").glob("*/base_info.json")).parent
+    base_dir = cached_test_base(cache_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     changed = [n for n, p in policy.named_parameters() if not torch.equal(p, base.get_parameter(n))]
     assert changed, "PPO did not change the policy's parameters"
@@ -308,7 +327,16 @@ def test_dpo_sft_and_base_share_one_heldout_evaluation(run_train, tmp_path):
         "heldout/kl",
         "heldout/response_length",
         "heldout/stop_rate",
-        "heldout/probe_nll",
+        "heldout/knowledge_acc",
+        "heldout/knowledge_nll",
+        "heldout/corpus_nll",
+        "heldout/corpus_nll_good",
+        "heldout/corpus_nll_bad_response",
+        "heldout/harmful_refusal",
+        "heldout/harmful_redirect",
+        "heldout/harmful_comply",
+        "heldout/benign_correct",
+        "heldout/benign_overrefusal",
     )
     base, dpo, sft = (read_summary(d) for d in (base_dir, dpo_dir, sft_dir))
     for s in (base, dpo, sft):

@@ -29,8 +29,27 @@ EVAL_COLUMNS = (
     "heldout/kl",
     "heldout/response_length",
     "heldout/stop_rate",
-    "heldout/probe_nll",
+    # the probes (mplus.eval.heldout): knowledge (synthetic task only), the corpus and its splits
+    "heldout/knowledge_acc",
+    "heldout/knowledge_nll",
+    "heldout/corpus_nll",
+    "heldout/corpus_nll_good",
+    "heldout/corpus_nll_bad",
+    "heldout/corpus_nll_good_response",
+    "heldout/corpus_nll_bad_response",
+    # what the samples do (synthetic task only: mplus.data.synthetic.behaviour_rates)
+    "heldout/harmful_refusal",
+    "heldout/harmful_redirect",
+    "heldout/harmful_comply",
+    "heldout/benign_correct",
+    "heldout/benign_overrefusal",
 )
+# Metrics renamed since: old name -> current name. An old run's value is read under the current
+# name as well (the transcript NLL was ``probe_nll`` before the knowledge probe split it off).
+RENAMED_METRICS = {
+    "heldout/probe_nll": "heldout/corpus_nll",
+    "eval/probe_nll": "heldout/corpus_nll",
+}
 
 
 # ---------------------------------------------------------------- overrides and run names
@@ -112,18 +131,21 @@ def load_run(run_dir: Path, name: str, last: int = 5) -> Run:
         name,
         status,
         override_dict(run_overrides(run_dir)),
-        with_rl_names(summary),
-        with_rl_names(events.scalars),
+        with_current_names(summary),
+        with_current_names(events.scalars),
         issues,
     )
     run.final = final_metrics(run, last)
     return run
 
 
-def with_rl_names(metrics: dict) -> dict:
-    """``metrics`` with each ``ppo/<name>`` of a run made before every RL algorithm logged under
-    ``rl/`` also readable as ``rl/<name>``, so old and new runs compare in one table."""
+def with_current_names(metrics: dict) -> dict:
+    """``metrics`` with each key of an older run also readable under its current name, so old
+    and new runs compare in one table: ``ppo/<name>`` (before every RL algorithm logged under
+    ``rl/``) as ``rl/<name>``, and each key of :data:`RENAMED_METRICS` as its new name (a key
+    the run has under the new name keeps its own value)."""
     old = {f"rl/{k[4:]}": v for k, v in metrics.items() if k.startswith("ppo/")}
+    old.update({RENAMED_METRICS[k]: v for k, v in metrics.items() if k in RENAMED_METRICS})
     return {**old, **metrics} if old else metrics
 
 

@@ -25,7 +25,7 @@ DEFAULT_COLUMNS = (
     "heldout/kl",
     "heldout/response_length",
     "heldout/stop_rate",
-    "heldout/probe_nll",
+    "heldout/knowledge_acc",  # the general-capability number (``all`` has corpus_nll and the rest)
     RM_ACCURACY,
 )
 # Column names before the ``train/`` prefix (runs.csv of older versions, ``--sort kl``).

@@ -29,7 +29,9 @@ class HeldoutEvalConfig:
     # where a response ends besides EOS: the next turn of the HH format; PPO's rollouts default
     # to the same (algo.generation.stop_strings), every algorithm's evaluation uses this one
     stop_strings: list[str] = field(default_factory=lambda: ["\n\nHuman:"])
-    probe_docs: int = 200  # held-out pretraining-style texts for the capability probe
+    # held-out pretraining-style transcripts of the corpus probe (heldout/corpus_nll); the
+    # knowledge probe (heldout/knowledge_*) always asks every question of its table
+    probe_docs: int = 200
     seed: int = 12345  # sampling seed: the same prompts and random stream for every run
     # `python -m mplus.eval` suites run at the end on policy/ and the base (general, conversation,
     # toxicity, harmlessness, all; empty = none)

@@ -19,8 +19,8 @@ class PreferenceData:
     """Everything a stage needs from the data group.
 
     ``prompts`` feed PPO rollouts; ``eval_prompts`` are held out from every training stage and used
-    for the before/after measurements. ``gold_fn(prompt, response) -> float`` exists for the
-    synthetic task only. ``stats`` are flat ``data/...`` counts for logs and summary.json.
+    for the before/after measurements. ``gold_fn(prompt, response) -> float``, ``knowledge`` and
+    ``behaviour_fn`` exist for the synthetic task only. ``stats`` are flat ``data/...`` counts for logs and summary.json.
     """
 
     train_pairs: list[PreferencePair]
@@ -30,6 +30,13 @@ class PreferenceData:
     gold_fn: Callable[[str, str], float] | None = None
     stats: dict[str, float] = field(default_factory=dict)
     probe_texts: list[str] = field(default_factory=list)  # held-out pretraining-style text
+    # knowledge-probe questions (mplus.data.synthetic.KnowledgeItem: prefix, answer, candidates)
+    # that no stage trains on; synthetic task only
+    knowledge: list = field(default_factory=list)
+    # ``(prompts, responses) -> {name: rate}`` per-behaviour rates; synthetic task only
+    behaviour_fn: Callable[[list[str], list[str]], dict[str, float]] | None = None
+    # held-out prompt -> its HH subset (harmless-base, helpful-base, ...); HH data only
+    eval_subsets: dict[str, str] = field(default_factory=dict)
 
 
 def build_preference_data(data_cfg, tokenizer) -> PreferenceData:
@@ -90,7 +97,7 @@ def _length_fn(tokenizer) -> Callable[[str], int]:
 
 
 def _synthetic(cfg, tokenizer) -> PreferenceData:
-    from mplus.data.synthetic import SyntheticTask, gold_reward
+    from mplus.data.synthetic import SyntheticTask, behaviour_rates, gold_reward, knowledge_items
 
     task = SyntheticTask(
         seed=cfg.seed,
@@ -122,6 +129,8 @@ def _synthetic(cfg, tokenizer) -> PreferenceData:
         gold_fn=gold_reward,
         stats=stats,
         probe_texts=task.corpus(200, split="probe"),
+        knowledge=knowledge_items(),
+        behaviour_fn=behaviour_rates,
     )
 
 
@@ -178,4 +187,14 @@ def _hh(cfg, tokenizer) -> PreferenceData:
     stats.update({f"data/mix/{k}": v for k, v in counts.items()})
     log.info("HH mix realised: %s; skipped: %s", counts, dict(skipped))
     probe = [p.prompt + p.chosen for p in val_pairs[:200]]
-    return PreferenceData(train, val_pairs, prompts, eval_prompts, None, stats, probe)
+    subsets = {p.prompt: p.subset for p in reversed(val_pairs)}  # a prompt's first pair decides
+    return PreferenceData(
+        train,
+        val_pairs,
+        prompts,
+        eval_prompts,
+        None,
+        stats,
+        probe,
+        eval_subsets={p: subsets[p] for p in eval_prompts},
+    )

@@ -1,7 +1,8 @@
 """The embedded base model: a tiny Mistral pretrained on the synthetic corpus, cached by config hash.
 
 Direct RLHF starts from a *pretrained base*, so the tiny model first learns the synthetic corpus
-(good and bad behaviour alike, as web text has both) with a short causal-LM stage. The result is
+(good and bad behaviour alike, as web text has both, and the knowledge sentences of
+:func:`mplus.data.synthetic.knowledge_sentences`) with a short causal-LM stage. The result is
 saved in Hugging Face format under ``<cache_dir>/tiny-base/<hash>/`` and reused by every later run
 whose model/pretrain config hashes the same.
 
@@ -125,7 +126,7 @@ def _pretrain_tiny_base(model_cfg, out_dir: Path, progress_bar: bool, log_every:
     arch, pt = model_cfg.arch, model_cfg.pretrain
     t0 = time.time()
     task = SyntheticTask(seed=pt.seed)
-    docs = task.corpus(pt.corpus_docs, split="pretrain")
+    docs = task.pretraining_corpus(pt.corpus_docs, split="pretrain")
     tokenizer = train_tokenizer(docs, arch.vocab_size)
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
     rows = pack_documents(ids, tokenizer.eos_token_id, pt.seq_len)

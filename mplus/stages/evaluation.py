@@ -1,6 +1,6 @@
 """The held-out evaluation every stage ends with, run with the run's settings: samples on the
 held-out prompts scored by the gold function (synthetic data) and a reward model, KL to the
-reference, the probe NLL (:mod:`mplus.eval.heldout`)."""
+reference, the behaviour rates, the knowledge and corpus probes (:mod:`mplus.eval.heldout`)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def heldout_eval(
             reward_model=reward_model,
             gold_fn=data.gold_fn,
             probe_texts=data.probe_texts[: ev.probe_docs] if probe else None,
+            knowledge=data.knowledge if probe else None,
+            behaviour_fn=data.behaviour_fn,
+            prompt_subsets=data.eval_subsets,
             seed=cfg.seed + ev.seed,
         )
     log_samples(title, out.pop("samples"))

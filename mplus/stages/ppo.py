@@ -131,7 +131,6 @@ def run(rc: RunContext, summary: Summary) -> None:
             ref_model=m.ref_model,
             reward_model=m.reward_model,
             title=f"before {stage_label(stage)}",
-            probe=False,
         )
         if D.is_rank_zero():
             start_file.write_text(json.dumps(out))
@@ -188,8 +187,7 @@ def run(rc: RunContext, summary: Summary) -> None:
     for k, v in start.items():
         summary[f"{P}/{k}_start"] = v
     for k, v in end.items():
-        if k != "probe_nll":
-            summary[f"{P}/{k}_end"] = v
+        summary[f"{P}/{k}_end"] = v
     summary[f"{P}/steps"] = module.ppo_step
     close_vllm_backend(rc)
     summary[f"time/{stage}_s"] = round(time.time() - t0, 1)

@@ -85,7 +85,8 @@ def _done(gold: float, kl: float, **more) -> dict:
         "heldout/kl": kl,
         "heldout/response_length": 11.5,
         "heldout/stop_rate": 0.984,
-        "heldout/probe_nll": 0.466,
+        "heldout/knowledge_acc": 0.905,
+        "heldout/corpus_nll": 0.466,
         "rm/val_accuracy": 0.913,
         "rl/steps": 60,
         "rl/entropy_end": 0.25,
@@ -173,7 +174,7 @@ def test_console_default_columns_fit_120_characters(sweep, tmp_path, capsys):
         "kl",
         "response_length",
         "stop_rate",
-        "probe_nll",
+        "knowledge_acc",
         "val_accuracy",
     ]
     assert lines[0].index("heldout/") == lines[1].index("steps") + len("steps") + 2
@@ -181,6 +182,24 @@ def test_console_default_columns_fit_120_characters(sweep, tmp_path, capsys):
     # the CSV keeps every column
     header = list(_read_csv(out / "runs.csv")[0])
     assert header == ["run", "status", "algo", "seed", *ALL_COLUMNS, "issues", "dir"]
+
+
+def test_an_old_runs_probe_nll_reads_as_corpus_nll(tmp_path):
+    old = {**_done(0.5, 0.1), "heldout/probe_nll": 0.512, "ppo/gold_reward_end": 0.5}
+    del old["heldout/corpus_nll"], old["heldout/knowledge_acc"]
+    d = _run(tmp_path, ["algo=ppo"], old, curves={"heldout/probe_nll": [0.49, 0.512]})
+    (run,) = collect_runs([d])
+    assert run.final["heldout/corpus_nll"] == 0.512  # summary.json's old key
+    assert run.final["heldout/knowledge_acc"] is None  # an old run has no knowledge probe
+    assert run.summary["rl/gold_reward_end"] == 0.5  # the ppo/ -> rl/ alias still holds
+    assert run.scalars["heldout/corpus_nll"] == [
+        (1, pytest.approx(0.49)),
+        (2, pytest.approx(0.512)),
+    ]
+    # a run with both names keeps its own new value
+    both = {**_done(0.5, 0.1), "heldout/probe_nll": 0.7}
+    (run,) = collect_runs([_run(tmp_path / "both", ["algo=ppo"], both)])
+    assert run.final["heldout/corpus_nll"] == 0.466
 
 
 def test_console_columns_all_and_a_list(sweep, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""mplus.models.logprobs: the one token log-prob rule (PPO, DPO, held-out KL and probe NLL)."""
+"""mplus.models.logprobs: the one token log-prob rule (PPO, DPO, held-out KL and corpus NLL)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM
 
 from mplus.algo import logprobs_from_logits, masked_sum, sequence_logps
-from mplus.eval.heldout import probe_nll
+from mplus.eval.heldout import corpus_nll
 from mplus.models.logprobs import label_mask, reference_context, token_logprobs
 from mplus.modules.dpo import response_logps
 
@@ -111,12 +111,12 @@ def test_label_mask_drops_padding_and_the_prompt():
     ]
 
 
-def test_probe_nll_by_hand_whatever_the_batch_size():
+def test_corpus_nll_by_hand_whatever_the_batch_size():
     # "ab" + EOS -> [0, 2, 1]; "b" + EOS -> [2, 1] then a pad
     # labels: 2 under PROBS[0], 1 under PROBS[1]; 1 under PROBS[0]; the pad is not counted
     expected = -(L[0][2] + L[1][1] + L[0][1]) / 3
     for bs in (1, 2):
-        assert probe_nll(FixedLM(), TwoCharTokenizer(), ["ab", "b"], bs) == pytest.approx(expected)
+        assert corpus_nll(FixedLM(), TwoCharTokenizer(), ["ab", "b"], bs) == pytest.approx(expected)
 
 
 # ------------------------------------------------------------------ the callers' old formulas
@@ -147,7 +147,7 @@ def test_dpo_and_probe_equal_the_inline_formula_bit_for_bit():
     assert torch.equal(response_logps(model, ids, attn, prompt_lens), sequence_logps(lp, dpo_mask))
     new_lp, _ = token_logprobs(model, ids, attn)
     assert torch.equal(new_lp, lp)
-    # probe_nll's sum: the old product with a float mask, now the NaN-safe masked_sum
+    # corpus_nll's sum: the old product with a float mask, now the NaN-safe masked_sum
     assert float(-(lp * attn[:, 1:].float()).sum()) == float(-masked_sum(new_lp, label_mask(attn)))
 
 

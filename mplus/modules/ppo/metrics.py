@@ -2,7 +2,9 @@
 
 Every RL algorithm logs the same names under one prefix, ``rl/`` (TensorBoard run
 ``tb/<algo>/``, and every other logger of the trainer: ``logger=csv|wandb|mlflow``); the value-model ones (``rl/value_loss``, ``rl/value_clipfrac``,
-``rl/explained_variance``) only with a critic, the group ones whenever samples_per_prompt > 1.
+``rl/explained_variance``) only with a critic, the group ones whenever samples_per_prompt > 1,
+the behaviour rates (``rl/harmful_refusal``, ``rl/benign_correct``, ...: see
+:func:`mplus.data.synthetic.behaviour_rates`) on the synthetic task.
 The progress bar shows ``train reward``, ``train kl`` (k3 of the rollout) and ``train gold``.
 """
 
@@ -66,6 +68,8 @@ class PPOLoggingMixin:
             m.update({k: float(v) / D.world_size() for k, v in zip(keys, avg, strict=True)})
             for k in ("perf/rollout_tokens_per_s", "perf/train_tokens_per_s"):
                 m[k] *= D.world_size()  # all ranks together
+        if "gold" in scores:  # the synthetic task: what the rollouts do, per kind of request
+            m.update(behaviour_rates_all_ranks(ro.prompts, ro.responses))
         if self.loggers:
             log_metrics_all(self.loggers, m, step=self.ppo_step)  # TensorBoard and logger=...
             if self._sample_step(self.ppo_step):
@@ -97,6 +101,19 @@ class PPOLoggingMixin:
             return
         text = sample_table(ro.prompts, ro.responses, scores, k)
         writer.add_text("rl/samples", text, self.ppo_step)
+
+
+def behaviour_rates_all_ranks(prompts, responses) -> dict[str, float]:
+    """``rl/<rate>`` of :func:`mplus.data.synthetic.behaviour_rates` over every rank's rollouts
+    (counts summed over ranks, then divided); a kind of request with no prompt in the step is
+    left out (no NaN point on the curve)."""
+    from mplus.data.synthetic import behaviour_counts, rates_from_counts
+
+    counts = behaviour_counts(prompts, responses)
+    if D.is_distributed():
+        total = D.all_reduce_sum(torch.tensor(list(counts.values()), dtype=torch.float64))
+        counts = dict(zip(counts, total.tolist(), strict=True))
+    return {f"rl/{k}": v for k, v in rates_from_counts(counts).items() if v == v}
 
 
 def last_human_turn(prompt: str) -> str:

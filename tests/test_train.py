@@ -134,7 +134,7 @@ def test_ppo_end_to_end(ppo_run, cache_dir):
         assert k in s, k
     assert 0.0 <= s["rl/knowledge_acc_end"] <= 1.0 and s["rl/knowledge_nll_start"] > 0
     assert s["rl/steps"] == 3
-    scalars = read_scalars(run_dir / "tb")
+    scalars = read_scalars(run_dir / "tb" / "ppo")  # tb/rm has its own perf/* curves
     for tag in (
         "rl/reward_mean",
         "rl/gold_reward_mean",

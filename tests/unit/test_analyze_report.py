@@ -173,7 +173,6 @@ def test_console_default_columns_fit_120_characters(sweep, tmp_path, capsys):
         "reward",
         "kl",
         "response_length",
-        "stop_rate",
         "knowledge_acc",
         "val_accuracy",
     ]
@@ -370,7 +369,7 @@ def test_report_html_content(report, sweep):
     # the table: every run, its numbers, the grouped header
     for name in ("algo=ppo seed=0", "algo=grpo seed=1", "algo=rloo seed=0"):
         assert name in text
-    assert '<th class="group" colspan="6">heldout/</th>' in text
+    assert '<th class="group" colspan="5">heldout/</th>' in text
     assert "0.627" in text and "0.773" in text and "0.913" in text
     # the seed table
     assert "0.625 ± 0.003" in text

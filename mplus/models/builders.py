@@ -196,6 +196,15 @@ def disable_dropout(model):
     return model
 
 
+def has_dropout(model) -> bool:
+    """Whether any dropout :func:`disable_dropout` turns off is still on."""
+    return any(
+        (isinstance(m, torch.nn.Dropout) and m.p > 0)
+        or (isinstance(getattr(m, "attention_dropout", None), float) and m.attention_dropout > 0)
+        for m in model.modules()
+    )
+
+
 def hf_config_from(model_cfg):
     """A transformers config built from the YAML's ``hf_config`` (or the tiny ``arch``), offline."""
     from transformers import AutoConfig

@@ -99,3 +99,12 @@ def test_several_minibatches_do_not_fuse():
     m = _module("gae", minibatch=2)
     assert m.fuses_first_minibatch(4) is False
     assert _module("gae", minibatch=4).fuses_first_minibatch(4) is True
+
+
+def test_dropout_on_does_not_fuse():
+    """Old log-probs must be eval-mode ones: a train-mode forward with dropout differs."""
+    m = _module("gae", minibatch=4)
+    m.policy.config.attention_dropout = 0.1
+    for layer in m.policy.model.layers:
+        layer.self_attn.attention_dropout = 0.1
+    assert m.fuses_first_minibatch(4) is False

@@ -100,6 +100,7 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         )
         self.ppo_step = 0
         self.fuse_first_minibatch = True  # see fuses_first_minibatch (tests turn it off)
+        self._dropout_free: bool | None = None  # read on the first step
         self.saved_step: int | None = None  # ppo_step of the last checkpoint written or resumed
         self.stepped = False  # whether the last training_step ran a PPO iteration
         # sampling and log-probs at the same temperature (> 0: the config refuses greedy RL)
@@ -237,10 +238,19 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         :meth:`advantages`: when one minibatch is the whole local batch, the first update pass
         sees the rollout's weights, so one forward with the graph kept serves both (the old
         log-probs are its detached copy). Not for LoRA under FSDP, where the reference forward
-        runs through the same sharded module between that forward and its backward."""
+        runs through the same sharded module between that forward and its backward, and not
+        with dropout on (the RL stage turns it off; a train-mode forward would then differ from
+        the eval-mode old log-probs)."""
         one_minibatch = self.cfg.minibatch_size // D.world_size() >= n_rows
         shared_ref = self.ref_model is None and D.is_distributed()
-        return self.fuse_first_minibatch and one_minibatch and not shared_ref
+        if not (self.fuse_first_minibatch and one_minibatch and not shared_ref):
+            return False
+        if self._dropout_free is None:  # with dropout on, old log-probs must be eval-mode ones
+            from mplus.models.builders import has_dropout
+
+            models = [self.policy, self.value_model]
+            self._dropout_free = not any(m is not None and has_dropout(m) for m in models)
+        return self._dropout_free
 
     def advantages(self, ro, scores, group_ids: torch.Tensor) -> Experience:
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()

@@ -137,9 +137,7 @@ def policy_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def _hf_name(name: str) -> str:
-    for prefix in ("modules_to_save.default.",):
-        name = name.replace(prefix, "")
-    return name
+    return name.replace("modules_to_save.default.", "")  # peft's trained copy under its name
 
 
 class VLLMBackend:
@@ -290,7 +288,7 @@ class VLLMEngine(TokenRolloutEngine):
     The sampling arguments are :class:`TokenRolloutEngine`'s; ``backend`` is the engine to
     sample from (shared between engines), else one is made from ``backend_kwargs``
     (:class:`VLLMBackend`'s arguments). ``row_seed``: rows sampled without keys get the seeds
-    ``sample_key(row_seed, i)``, so every call draws the same noise for row ``i`` (the held-out
+    ``sample_key(row_seed, rank, i)``, so every call draws the same noise for row ``i`` (the held-out
     evaluation: the same sampling stream for every model it compares, as ``hf`` gets from
     seeding torch before generating); None draws the base of the row seeds from torch's generator
     (the RL step reseeds it every step, so resumed rollouts repeat the uninterrupted ones).

@@ -233,6 +233,10 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         """Response-token log-probs (B, Tr) and logits, at the sampling temperature."""
         return token_logprobs(model, seq, attn, pos, start=q_len - 1, temperature=self.temperature)
 
+    def _values(self, seq, attn, pos, q_len):
+        """The value model's (B, Tr) values of the response positions."""
+        return self.value_model(seq, attn, pos)[:, q_len - 1 : -1]
+
     def fuses_first_minibatch(self, n_rows: int) -> bool:
         """Whether the first minibatch reuses the log-prob (and value) forward of
         :meth:`advantages`: when one minibatch is the whole local batch, the first update pass
@@ -264,16 +268,18 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         if self.value_model is not None:
             self.value_model.train(fused)
             with torch.set_grad_enabled(fused):
-                first_values = self.value_model(seq, attn, pos)[:, q_len - 1 : -1]
+                first_values = self._values(seq, attn, pos, q_len)
             values = first_values.detach() * mask
         first = (logp, logits, first_values) if fused else None
         with torch.no_grad():
-            return self._advantages(ro, scores, group_ids, old_lp, values, first)
+            return self._advantages(
+                ro, scores, group_ids, (seq, attn, pos, q_len), old_lp, values, first
+            )
 
-    def _advantages(self, ro, scores, group_ids, old_lp, values, first) -> Experience:
+    def _advantages(self, ro, scores, group_ids, batch, old_lp, values, first) -> Experience:
+        """The no-grad rest of :meth:`advantages`; ``batch``: its (seq, attn, pos, q_len)."""
         c = self.cfg
-        seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
-        q_len, mask = ro.query_ids.shape[1], ro.response_mask
+        (seq, attn, pos, q_len), mask = batch, ro.response_mask
         ref, ctx = reference_context(self.policy, self.ref_model)
         with ctx:
             ref_lp, _ = self._logprobs(ref, seq, attn, pos, q_len)

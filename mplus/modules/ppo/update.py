@@ -152,7 +152,7 @@ class PPOUpdateMixin:
         if first is not None:
             v = first[2]
         else:
-            v = self.value_model(exp.seq[idx], exp.attn[idx], exp.pos[idx])[:, exp.q_len - 1 : -1]
+            v = self._values(exp.seq[idx], exp.attn[idx], exp.pos[idx], exp.q_len)
         vl = A.value_loss(v, exp.values[idx], exp.returns[idx], mask, c.value_clip_eps)
         check_finite(vl.loss, f"{c.name}/value_loss", self.ppo_step + 1)
         self.manual_backward(vl.loss * share / c.grad_accum)

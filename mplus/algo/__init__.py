@@ -27,6 +27,7 @@ from mplus.algo.core import (
     masked_whiten,
 )
 from mplus.algo.kl import KL_KINDS, AdaptiveKLController, FixedKLController, kl_estimate
+from mplus.algo.lagrange import LagrangeMultiplier
 from mplus.algo.losses import (
     DPO_LOSS_TYPES,
     DPOLoss,
@@ -36,7 +37,14 @@ from mplus.algo.losses import (
     sequence_logps,
 )
 from mplus.algo.ppo import PolicyLoss, ValueLoss, explained_variance, gae, policy_loss, value_loss
-from mplus.algo.rewards import LENGTH_PENALTY_KINDS, length_penalty, token_rewards
+from mplus.algo.rewards import (
+    LENGTH_PENALTY_KINDS,
+    lagrangian_score,
+    length_penalty,
+    normalized_score,
+    token_rewards,
+    weighted_scores,
+)
 
 __all__ = [
     "DPO_LOSS_TYPES",
@@ -48,6 +56,7 @@ __all__ = [
     "AdvantageFn",
     "DPOLoss",
     "FixedKLController",
+    "LagrangeMultiplier",
     "PairwiseLoss",
     "PolicyLoss",
     "ValueLoss",
@@ -61,6 +70,7 @@ __all__ = [
     "get_estimator",
     "group_score_stats",
     "kl_estimate",
+    "lagrangian_score",
     "length_penalty",
     "logprobs_from_logits",
     "masked_mean",
@@ -68,9 +78,11 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "normalized_score",
     "policy_loss",
     "register_estimator",
     "sequence_logps",
     "token_rewards",
     "value_loss",
+    "weighted_scores",
 ]

@@ -78,3 +78,40 @@ def token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float) -> T
     last = torch.where(keep, positions, -1).amax(dim=1)  # (B,), -1 for empty rows
     bonus = torch.where(last >= 0, scores.to(dtype), 0.0)
     return rewards.scatter_add(1, last.clamp_min(0).unsqueeze(1), bonus.unsqueeze(1))
+
+
+def normalized_score(
+    raw: Tensor, mean: float, std: float, *, normalize: bool = True, clip: float | None = None
+) -> Tensor:
+    """A reward model's score as PPO uses it: ``(raw - mean) / std`` with the model's own
+    validation statistics (``normalize``; ``std`` floored at 1e-6), then clipped to
+    ``[-clip, clip]`` (``clip``: None = no clip)."""
+    out = raw.float()
+    if normalize:
+        out = (out - mean) / max(float(std), 1e-6)
+    if clip is not None:
+        out = out.clamp(-clip, clip)
+    return out
+
+
+def weighted_scores(scores: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """The weighted sum ``sum_i weights[i] * scores[i]`` of several reward models' (B,) scores
+    (normalised first: :func:`normalized_score`), over the names in ``weights``.
+
+    Raises:
+        ValueError: ``weights`` is empty or names a score that is not in ``scores``.
+    """
+    if not weights:
+        raise ValueError("weighted_scores: no weights")
+    if missing := sorted(set(weights) - set(scores)):
+        raise ValueError(f"weighted_scores: no scores for {missing}; have {sorted(scores)}")
+    return sum(float(w) * scores[name].float() for name, w in weights.items())
+
+
+def lagrangian_score(objective: Tensor, cost: Tensor, lam: float) -> Tensor:
+    """The constrained objective's per-sequence score (Safe-RLHF's combination, Dai et al.
+    2023): ``(objective - lam * cost) / (1 + lam)``. The division keeps its scale that of the
+    objective's whatever ``lam`` (>= 0) has grown to."""
+    if lam < 0:
+        raise ValueError(f"the Lagrange multiplier must be >= 0, got {lam}")
+    return (objective.float() - lam * cost.float()) / (1.0 + lam)

@@ -5,6 +5,7 @@
   ``tb/<stage>/``       one TensorBoard run per stage (``tb/rm``, ``tb/ppo`` ...); ``tb/`` itself
                         holds the HParams record (overrides linked to final metrics)
   ``reward_model/``     the exported reward model (with ``reward_stats.json``)
+  ``reward_models/<name>/``  each reward model of ``algo.rewards`` trained in the run
   ``policy/``           the exported policy
   ``checkpoints/<stage>/last.ckpt``  what ``ckpt_path=last`` resumes
   ``<algo>_start.json`` an RL stage's before-training held-out numbers (``ppo_start.json``; a
@@ -30,6 +31,7 @@ TB = "tb"
 POLICY = "policy"
 REWARD_MODEL = "reward_model"
 REWARD_STATS = "reward_stats.json"
+REWARD_MODELS = "reward_models"  # one folder per reward model of algo.rewards
 CHECKPOINTS = "checkpoints"
 
 
@@ -49,6 +51,13 @@ SHARED_STATE_KEYS = ("mplus_rng",)
 HYDRA = ".hydra"
 OVERRIDES = f"{HYDRA}/overrides.yaml"
 EXPORTS = (REWARD_MODEL, POLICY)
+
+
+def reward_model_dir(run_dir: str | Path, name: str | None = None) -> Path:
+    """``reward_model/``, or ``reward_models/<name>/`` for one of several (``algo.rewards``)."""
+    if name is None:
+        return Path(run_dir) / REWARD_MODEL
+    return Path(run_dir) / REWARD_MODELS / name
 
 
 def checkpoint_dir(run_dir: str | Path, stage: str) -> Path:

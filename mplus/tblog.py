@@ -15,7 +15,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Final metrics linked to the hyperparameters: summary.json keys of these groups.
-METRIC_GROUPS = ("heldout/", "eval/", "rl/", "rm/", "dpo/", "sft/")
+METRIC_GROUPS = (
+    "heldout/",
+    "eval/",
+    "rl/",
+    "rm/",
+    "rm_",
+    "dpo/",
+    "sft/",
+)  # rm_<name>/: algo.rewards
 METRIC_PREFIX = "final/"  # scalar tags the HParams tab reads: final/<summary key>
 
 

@@ -19,6 +19,7 @@ import os
 import pickle
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -156,11 +157,23 @@ def _composition_line(e: BaseException) -> str:
         if hint:  # a misspelt key: "To append to your config use +algo.kl_coeff=0.1"
             out += f" ({hint[0].lower()}{hint[1:]})"
         elif lines and lines[0].startswith("Error merging override "):
-            out = f"{lines[0].removeprefix('Error merging override ')}: {_first_line(cause.msg)}"
+            override = lines[0].removeprefix("Error merging override ")
+            out = f"{override}: {_first_line(cause.msg)}"
+            out += _group_hint(override)
         return out
     if isinstance(e, OmegaConfBaseException):
         return _omegaconf_line(e)
     return "; ".join(lines)
+
+
+def _group_hint(override: str) -> str:
+    """`` (a config group: use algo/rewards=two_heads)`` when ``algo.rewards=two_heads`` names
+    an option of the group ``conf/algo/rewards/``, else ``""``."""
+    key, _, value = override.partition("=")
+    group = key.lstrip("+~").replace(".", "/")
+    if value and (Path(config_dir()) / group / f"{value}.yaml").is_file():
+        return f" ({value} is an option of the config group {group}/: use {group}={value})"
+    return ""
 
 
 def cli() -> None:

@@ -158,6 +158,33 @@ NO_MODEL_CASES = [
     ("out_of_range", ["algo.kl.coef=-1"], ["algo.kl.coef", ">= 0"]),
     ("missing_value", ["model.name=???"], ["model.name", "missing"]),
     ("empty_files_list", ["data=hh_rlhf", "data.files=[]"], ["data.files"]),
+    # several reward models and the constraint (algo.rewards, algo.constraint)
+    (
+        "rewards_group_as_a_value",
+        ["algo.rewards=two_heads"],
+        ["algo.rewards=two_heads", "use algo/rewards=two_heads"],
+    ),
+    (
+        "constraint_without_its_cost",
+        ["algo.constraint.enabled=true"],
+        ["algo.constraint.cost", "not in algo.rewards", "algo/rewards=two_heads"],
+    ),
+    (
+        "constraint_leaves_nothing_to_maximise",
+        ["algo/rewards=two_heads", "algo.constraint.enabled=true", "algo.rewards.helpful.weight=0"],
+        ["algo.rewards", "every weight in the objective is 0"],
+    ),
+    (
+        "bad_reward_name",
+        ["+algo.rewards.no-dash={weight:1}"],
+        ["algo.rewards.no-dash", "letters, digits and _"],
+    ),
+    ("bad_lambda", ["algo.constraint.lambda_init=0"], ["algo.constraint.lambda_init", "> 0"]),
+    (
+        "missing_reward_path",
+        ["algo/rewards=two_heads", "algo.rewards.helpful.path={tmp}/no-rm"],
+        ["algo.rewards.helpful.path={tmp}/no-rm"],
+    ),
     # path mistakes
     ("missing_reward_model", ["algo.reward_model={tmp}/no-rm"], ["algo.reward_model={tmp}/no-rm"]),
     (

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from mplus.config.stage import RMConfig
 from mplus.config_common import _check, _in
@@ -142,6 +143,117 @@ class RewardConfig:
         _check(self.clip is None or self.clip > 0, "algo.reward.clip", "must be > 0 or null")
 
 
+REWARD_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+@dataclass
+class RewardModelSpec:
+    """One of the reward models RL combines (``algo.rewards.<name>``; docs/algorithms.md)."""
+
+    # an exported reward_model/ dir; null = trained in this run (on `subset`), exported to
+    # <run dir>/reward_models/<name>/
+    path: str | None = None
+    # train on the pairs whose data subset has this word in its name (harmless: harmless-base,
+    # synthetic-harmless; helpful: helpful-base, ..., synthetic-helpful); null = every pair.
+    # With `path`, a check: that export must have been trained on this subset
+    subset: str | None = None
+    # its weight in the objective, the sum of weight x normalised score (the constraint's cost
+    # model is not in the sum: algo.constraint)
+    weight: float = 1.0
+
+
+@dataclass
+class ConstraintConfig:
+    """A safety constraint instead of a weight (Safe-RLHF's PPO-Lagrangian, Dai et al. 2023):
+    maximise the other rewards' weighted sum subject to E[cost] <= threshold, where the cost is
+    the normalised score, negated, of the reward model named by `cost`; the multiplier lambda
+    is updated every step (mplus.algo.lagrange) and the score is
+    (objective - lambda * cost) / (1 + lambda)."""
+
+    enabled: bool = False  # maximise the objective subject to the cost bound (needs algo.rewards)
+    cost: str = "harmless"  # the algo.rewards entry whose negated normalised score is the cost
+    threshold: float = 0.0  # the bound on the expected cost, in that model's normalised units
+    lambda_init: float = 1.0  # the multiplier's start (> 0)
+    lambda_lr: float = 0.1  # SGD step on log lambda, per RL step
+    lambda_max: float | None = None  # an upper bound on lambda; null = none
+    window: int = 128  # the latest sequences whose mean cost drives the update
+
+    def __post_init__(self) -> None:
+        _check(self.lambda_init > 0, "algo.constraint.lambda_init", "must be > 0")
+        _check(self.lambda_lr >= 0, "algo.constraint.lambda_lr", "must be >= 0")
+        _check(
+            self.lambda_max is None or self.lambda_max >= self.lambda_init,
+            "algo.constraint.lambda_max",
+            "must be >= algo.constraint.lambda_init (or null)",
+        )
+        _check(self.window >= 1, "algo.constraint.window", "must be >= 1")
+
+
+def reward_spec(name: str, value) -> RewardModelSpec:
+    """``algo.rewards.<name>`` as a :class:`RewardModelSpec` (its keys checked)."""
+    if isinstance(value, RewardModelSpec):
+        return value
+    known = {f.name for f in fields(RewardModelSpec)}
+    _check(
+        isinstance(value, Mapping),
+        f"algo.rewards.{name}",
+        f"must be a mapping of {', '.join(sorted(known))}, got {value!r}",
+    )
+    bad = sorted(set(value) - known)
+    _check(
+        not bad,
+        f"algo.rewards.{name}.{bad[0] if bad else ''}",
+        f"unknown key; keys: {', '.join(sorted(known))}",
+    )
+    spec = RewardModelSpec(**value)
+    w = spec.weight
+    _check(
+        isinstance(w, int | float) and not isinstance(w, bool),
+        f"algo.rewards.{name}.weight",
+        f"must be a number, got {w!r}",
+    )
+    for k in ("path", "subset"):
+        v = getattr(spec, k)
+        _check(
+            v is None or isinstance(v, str),
+            f"algo.rewards.{name}.{k}",
+            f"must be a string or null, got {v!r}",
+        )
+    spec.weight = float(w)
+    return spec
+
+
+def check_rewards(rewards: Mapping, constraint: ConstraintConfig) -> None:
+    """``algo.rewards`` and ``algo.constraint`` together: names, weights, paths, the cost."""
+    import math
+
+    for name, spec in rewards.items():
+        key = f"algo.rewards.{name}"
+        _check(
+            bool(name) and set(name) <= REWARD_NAME_CHARS,
+            key,
+            "a reward model's name is letters, digits and _ (it names a directory and metrics)",
+        )
+        _check(math.isfinite(spec.weight), f"{key}.weight", f"must be finite, got {spec.weight}")
+    if constraint.enabled:
+        _check(
+            constraint.cost in rewards,
+            "algo.constraint.cost",
+            f"{constraint.cost!r} is not in algo.rewards ({', '.join(rewards) or 'empty'}): the "
+            "constraint's cost is one of the run's reward models (e.g. algo/rewards=two_heads)",
+        )
+    objective = {
+        k: s.weight for k, s in rewards.items() if not constraint.enabled or k != constraint.cost
+    }
+    _check(
+        not rewards or any(w != 0 for w in objective.values()),
+        "algo.rewards",
+        "every weight in the objective is 0"
+        + (f" (the cost {constraint.cost!r} is not in it)" if constraint.enabled else "")
+        + ": RL would have nothing to maximise",
+    )
+
+
 # the RL algorithms (conf/algo/<name>.yaml over algo/ppo.yaml), all run by mplus.stages.ppo
 RL_ALGOS = ("ppo", "grpo", "rloo", "reinforce_pp")
 # The advantage estimators of mplus.algo.advantages (its registry; tests/unit/test_advantages.py
@@ -217,6 +329,14 @@ class RLConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # rollout sampling
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # the generation engine
     reward: RewardConfig = field(default_factory=RewardConfig)  # reward-model score -> reward
+    # several reward models, name -> {path | subset, weight}, combined per sequence (weighted
+    # sum of normalised scores); empty = the one reward model of reward_model / rm.
+    # conf/algo/rewards/: algo/rewards=two_heads (harmless + helpful, trained in this run)
+    # (values read as RewardModelSpec; untyped in the schema, so that a model can be added on
+    # the command line: +algo.rewards.toxicity={path:...,weight:0.5})
+    rewards: dict[str, Any] = field(default_factory=dict)
+    # a safety constraint on one of `rewards` instead of its weight (off by default)
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
     # a reward penalty on response length
     length_penalty: LengthPenaltyConfig = field(default_factory=LengthPenaltyConfig)
     kl: KLConfig = field(default_factory=KLConfig)  # KL leash to the reference
@@ -279,6 +399,8 @@ class RLConfig:
         _check(self.dual_clip is None or self.dual_clip > 1, "algo.dual_clip", "must be > 1")
         _check(self.missing_stop_penalty >= 0, "algo.missing_stop_penalty", "must be >= 0")
         _check(self.entropy_coef >= 0, "algo.entropy_coef", "must be >= 0")
+        self.rewards = {k: reward_spec(k, v) for k, v in self.rewards.items()}
+        check_rewards(self.rewards, self.constraint)
         lp = self.length_penalty
         if lp.kind == "overlong" and lp.threshold is not None:
             _check(

@@ -155,6 +155,27 @@ def subset_means(
     return {f"{name}_{k}": sum(v) / len(v) for k, v in sorted(by.items())}
 
 
+def reward_scores(reward_model, tokenizer, prompts, responses) -> tuple[torch.Tensor, dict]:
+    """(N,) scores of the samples and the per-model means: a reward model's raw scores (a
+    plain run's one model, a bare model or a one-model RewardSet), or, for several
+    (a :class:`mplus.models.reward.RewardSet`), their objective (the weighted sum of normalised
+    scores the RL stage maximises) with ``reward_<name>`` (each raw mean) and, with a
+    constraint, ``cost`` (the mean cost of the samples)."""
+    from mplus.models.reward import RewardSet
+
+    if not isinstance(reward_model, RewardSet):
+        return score_texts(reward_model, tokenizer, prompts, responses), {}
+    raw = reward_model.raw(tokenizer, prompts, responses)
+    if reward_model.single:
+        return next(iter(raw.values())), {}
+    z = reward_model.normalized(raw)
+    out = {f"reward_{n}": float(r.mean()) for n, r in raw.items()}
+    cost = reward_model.cost(z)
+    if cost is not None:
+        out["cost"] = float(cost.mean())
+    return reward_model.objective(z), out
+
+
 @torch.no_grad()
 def evaluate_policy(
     policy,
@@ -181,8 +202,10 @@ def evaluate_policy(
         ``knowledge`` (probe items) ``knowledge_acc`` and ``knowledge_nll``; with ``probe_texts``
         ``corpus_nll`` (and its good/bad splits when ``gold_fn`` is given); with a reward model
         and ``prompt_subsets`` ({prompt: subset}, HH data) ``reward_<subset>``, the mean RM score
-        per subset (:func:`subset_means`); plus ``samples`` (prompt, response, gold-or-RM
-        score) for logs.
+        per subset (:func:`subset_means`); with several reward models (``reward_model`` a
+        :class:`mplus.models.reward.RewardSet`, :func:`reward_scores`) ``reward`` is their
+        objective and ``reward_<name>`` each one's raw mean (``cost`` with a constraint); plus
+        ``samples`` (prompt, response, gold-or-RM score) for logs.
     """
     was_training = policy.training
     random.seed(seed)
@@ -195,8 +218,9 @@ def evaluate_policy(
     }
     scores = None
     if reward_model is not None:
-        scores = score_texts(reward_model, tokenizer, ro.prompts, ro.responses)
+        scores, per_model = reward_scores(reward_model, tokenizer, ro.prompts, ro.responses)
         out["reward"] = float(scores.mean())
+        out.update(per_model)
         if prompt_subsets:
             out.update(subset_means("reward", ro.prompts, scores.tolist(), prompt_subsets))
     if gold_fn is not None:

@@ -87,3 +87,80 @@ def read_reward_stats(path: str | Path) -> dict:
     if f.exists():
         return json.loads(f.read_text())
     return {"mean": 0.0, "std": 1.0}
+
+
+class RewardSet:
+    """The reward models an RL run scores with, combined per sequence (``algo.rewards``).
+
+    Each model is scored as it was trained (:func:`score_texts`) and normalised by its own
+    validation statistics (``reward_stats.json``), then clipped
+    (:func:`mplus.algo.normalized_score`); the objective is the weighted sum of those normalised
+    scores (:func:`mplus.algo.weighted_scores`). With ``cost`` (the safety constraint,
+    ``algo.constraint``), that model's normalised score, negated, is the cost and it is left out
+    of the sum. One model named ``reward`` with weight 1 is the single reward model of a plain
+    run: its objective is the normalised, clipped score as before.
+
+    Args:
+        models: name -> frozen sequence classifier (a ``torch.nn.ModuleDict``: the RL module
+            registers it, so sharding and device moves see every model).
+        stats: name -> ``{"mean": .., "std": ..}``.
+        weights: name -> weight in the objective.
+    """
+
+    def __init__(
+        self,
+        models: dict,
+        stats: dict[str, dict],
+        weights: dict[str, float],
+        *,
+        normalize: bool = True,
+        clip: float | None = None,
+        cost: str | None = None,
+    ) -> None:
+        if set(models) != set(stats) or set(models) != set(weights):
+            raise ValueError("RewardSet: models, stats and weights must name the same models")
+        if cost is not None and cost not in models:
+            raise ValueError(f"RewardSet: the cost {cost!r} is none of {sorted(models)}")
+        self.models = models if isinstance(models, torch.nn.ModuleDict) else None
+        if self.models is None:
+            self.models = torch.nn.ModuleDict(models)
+        self.stats, self.normalize, self.clip, self.cost_name = stats, normalize, clip, cost
+        self.weights = {k: w for k, w in weights.items() if k != cost}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models.keys())
+
+    @property
+    def single(self) -> bool:
+        """One model and no cost: a plain run's reward model (its raw score is ``reward``)."""
+        return len(self.models) == 1 and self.cost_name is None
+
+    def raw(self, tokenizer, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
+        """name -> (N,) raw scores of ``prompt + response`` (CPU, float32)."""
+        return {n: score_texts(m, tokenizer, prompts, responses) for n, m in self.models.items()}
+
+    def normalized(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """name -> each raw score normalised by its model's stats and clipped."""
+        from mplus.algo import normalized_score
+
+        return {
+            n: normalized_score(
+                r,
+                self.stats[n]["mean"],
+                self.stats[n]["std"],
+                normalize=self.normalize,
+                clip=self.clip,
+            )
+            for n, r in raw.items()
+        }
+
+    def objective(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the normalised scores (the cost's model left out)."""
+        from mplus.algo import weighted_scores
+
+        return weighted_scores(z, self.weights)
+
+    def cost(self, z: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The constraint's per-sequence cost, ``-z[cost]``; None without a constraint."""
+        return None if self.cost_name is None else -z[self.cost_name]

@@ -18,10 +18,11 @@ class RewardModelModule(ShardedModule, L.LightningModule):
     Batches come from :class:`mplus.data.collate.PairCollator`: chosen rows then rejected rows.
     """
 
-    def __init__(self, model, cfg):
+    def __init__(self, model, cfg, prefix: str = "rm"):
         super().__init__()
         self.model = model
         self.cfg = cfg
+        self.prefix = prefix  # its metrics: <prefix>/train_loss, ... (rm_<name>/ for several)
         self._val: list[torch.Tensor] = []
 
     def models_to_shard(self):
@@ -39,10 +40,10 @@ class RewardModelModule(ShardedModule, L.LightningModule):
     def training_step(self, batch, batch_idx):
         rc, rr = self._pair_rewards(batch)
         out = bradley_terry_loss(rc, rr, margin=self.cfg.margin or None)
-        check_finite(out.loss, "rm/train_loss", self.global_step)
+        check_finite(out.loss, f"{self.prefix}/train_loss", self.global_step)
         sync = is_distributed()
-        self.log("rm/train_loss", out.loss, prog_bar=True, sync_dist=sync)
-        self.log("rm/train_accuracy", out.accuracy, sync_dist=sync)
+        self.log(f"{self.prefix}/train_loss", out.loss, prog_bar=True, sync_dist=sync)
+        self.log(f"{self.prefix}/train_accuracy", out.accuracy, sync_dist=sync)
         # this rank's share of the mean over the global batch (ranks may hold unequal halves)
         return out.loss * token_share(torch.ones_like(rc))
 
@@ -59,11 +60,11 @@ class RewardModelModule(ShardedModule, L.LightningModule):
         out = bradley_terry_loss(r[:, 0], r[:, 1])
         self.log_dict(
             {
-                "rm/val_loss": out.loss,
-                "rm/val_accuracy": out.accuracy,
-                "rm/reward_mean": r.mean(),
-                "rm/reward_std": r.std(),
-                "rm/margin": (r[:, 0] - r[:, 1]).mean(),
+                f"{self.prefix}/val_loss": out.loss,
+                f"{self.prefix}/val_accuracy": out.accuracy,
+                f"{self.prefix}/reward_mean": r.mean(),
+                f"{self.prefix}/reward_std": r.std(),
+                f"{self.prefix}/margin": (r[:, 0] - r[:, 1]).mean(),
             },
             prog_bar=False,
             sync_dist=True,

@@ -66,30 +66,70 @@ def check_plan(cfg: TrainConfig) -> None:
 def reward_model_for_ppo(rc: RunContext, algo: RLConfig, summary: Summary) -> Path:
     """The exported reward model PPO scores with: given, left by an earlier try, or trained now."""
     if algo.reward_model is not None:
-        path = Path(algo.reward_model)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(
-                f"algo.reward_model={path}: no exported model (config.json) there"
-            )
-        return path
-    path = rc.run_dir / rundir.REWARD_MODEL
+        return _given(algo.reward_model, "algo.reward_model")
+    return _trained(rc, algo, summary)
+
+
+def _given(path: str, key: str) -> Path:
+    if not (Path(path) / "config.json").exists():
+        raise FileNotFoundError(f"{key}={path}: no exported model (config.json) there")
+    return Path(path)
+
+
+def _trained(rc: RunContext, algo: RLConfig, summary: Summary, name=None, subset=None) -> Path:
+    """This run's reward model ``name`` (None: the one of ``reward_model/``): the export an
+    earlier try of the run finished, or trained now."""
+    path = rundir.reward_model_dir(rc.run_dir, name)
     if (path / rundir.REWARD_STATS).exists():  # resuming a run whose RM stage finished
         log.info("Reusing the reward model in %s", path)
         return path
-    return train_reward_model(rc, algo.rm, summary)
+    return train_reward_model(rc, algo.rm, summary, name=name, subset=subset)
+
+
+def reward_paths(rc: RunContext, algo: RLConfig, summary: Summary) -> dict[str, Path]:
+    """name -> the exported reward model of each entry of ``algo.rewards`` (given, or trained in
+    this run on its subset); ``{"reward": ...}`` for a run with one reward model."""
+    if not algo.rewards:
+        return {"reward": reward_model_for_ppo(rc, algo, summary)}
+    if algo.reward_model is not None:
+        log.warning(
+            "algo.rewards names the reward models RL optimises; algo.reward_model=%s is not used",
+            algo.reward_model,
+        )
+    return {  # the paths and their subsets were checked at start (mplus.preflight)
+        name: Path(spec.path)
+        if spec.path is not None
+        else _trained(rc, algo, summary, name, spec.subset)
+        for name, spec in algo.rewards.items()
+    }
+
+
+def reward_set(rc: RunContext, algo: RLConfig, paths: dict[str, Path], *, sharded=True):
+    """The :class:`mplus.models.reward.RewardSet` of ``paths`` (frozen models) with the run's
+    weights, normalisation, clip and constraint cost."""
+    from mplus.models.reward import RewardSet, read_reward_stats
+
+    weights = {n: algo.rewards[n].weight for n in paths} if algo.rewards else {"reward": 1.0}
+    return RewardSet(
+        {n: rc.scalar_model(p, trainable=False, sharded=sharded) for n, p in paths.items()},
+        {n: read_reward_stats(p) for n, p in paths.items()},
+        weights,
+        normalize=algo.reward.normalize,
+        clip=algo.reward.clip,
+        cost=algo.constraint.cost if algo.constraint.enabled else None,
+    )
 
 
 def run(rc: RunContext, summary: Summary) -> None:
     """RL from the base; exports ``<run dir>/policy/``; adds rl/* start/end metrics."""
     from mplus.models.builders import disable_dropout
-    from mplus.models.reward import read_reward_stats
     from mplus.models.value import ValueModel
     from mplus.modules.ppo import PPOCheckpoint, PPOModule
     from mplus.modules.progress import StageProgress
 
     cfg, algo = rc.cfg, rc.cfg.algo
     stage, P = algo.name, METRIC_PREFIX
-    rm_path = reward_model_for_ppo(rc, algo, summary)
+    rm_paths = reward_paths(rc, algo, summary)
     if algo.steps <= algo.warmup_steps:
         log.warning(
             "algo.steps=%d <= algo.warmup_steps=%d: the whole run is learning-rate "
@@ -101,12 +141,13 @@ def run(rc: RunContext, summary: Summary) -> None:
     seed_stage(cfg, stage)
     policy = rc.policy()
     ref = rc.reference()
-    reward_model = rc.scalar_model(rm_path, trainable=False)
+    rewards = reward_set(rc, algo, rm_paths)
     value = None
     if algo.critic:  # critic-free estimators build no value model at all
-        value_src = rm_path if algo.value_source == "reward_model" else None  # None: the base
+        first = next(iter(rm_paths.values()))  # the first of several reward models
+        value_src = first if algo.value_source == "reward_model" else None  # None: the base
         value = ValueModel(rc.scalar_model(value_src, trainable=True))
-    for m in (policy, ref, reward_model, value):  # on-policy: the update sees the rollout's model
+    for m in (policy, ref, *rewards.models.values(), value):  # on-policy: the rollout's model
         if m is not None:
             disable_dropout(m)
 
@@ -129,7 +170,7 @@ def run(rc: RunContext, summary: Summary) -> None:
             rc,
             m.policy,
             ref_model=m.ref_model,
-            reward_model=m.reward_model,
+            reward_model=m.rewards,
             title=f"before {stage_label(stage)}",
         )
         if D.is_rank_zero():
@@ -140,12 +181,11 @@ def run(rc: RunContext, summary: Summary) -> None:
         policy=policy,
         value_model=value,
         ref_model=ref,
-        reward_model=reward_model,
+        rewards=rewards,
         tokenizer=rc.tokenizer,
         engine=engine,
         cfg=algo,
         prompts=rc.data.prompts,
-        reward_stats=read_reward_stats(rm_path),
         gold_fn=rc.data.gold_fn,
         seed=cfg.seed,
         start_eval=None if resumed or not cfg.evaluation.enabled else start_eval,
@@ -178,7 +218,7 @@ def run(rc: RunContext, summary: Summary) -> None:
         rc,
         module.policy,
         ref_model=module.ref_model,
-        reward_model=module.reward_model,
+        reward_model=module.rewards,
         title=f"after {stage_label(stage)}",
         summary=summary,
         logger=trainer.loggers,

@@ -42,12 +42,11 @@ def _module(estimator: str, minibatch: int) -> PPOModule:
         policy=policy,
         value_model=ValueModel(value) if cfg.critic else None,
         ref_model=ref,
-        reward_model=None,
+        rewards=None,
         tokenizer=None,
         engine=None,
         cfg=cfg,
         prompts=["p"],
-        reward_stats={"mean": 0.0, "std": 1.0},
     )
     m.manual_backward = lambda loss: loss.backward()  # no trainer here
     return m

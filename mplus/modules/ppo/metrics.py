@@ -4,7 +4,10 @@ Every RL algorithm logs the same names under one prefix, ``rl/`` (TensorBoard ru
 ``tb/<algo>/``, and every other logger of the trainer: ``logger=csv|wandb|mlflow``); the value-model ones (``rl/value_loss``, ``rl/value_clipfrac``,
 ``rl/explained_variance``) only with a critic, the group ones whenever samples_per_prompt > 1,
 the behaviour rates (``rl/harmful_refusal``, ``rl/benign_correct``, ...: see
-:func:`mplus.data.synthetic.behaviour_rates`) on the synthetic task.
+:func:`mplus.data.synthetic.behaviour_rates`) on the synthetic task; with several reward models
+(``algo.rewards``) each one's raw mean ``rl/reward_<name>`` (``rl/reward_mean`` is then their
+weighted sum of normalised scores); with the safety constraint ``rl/cost``, ``rl/window_cost``,
+``rl/cost_threshold``, ``rl/lagrange_lambda`` and ``rl/objective_mean``.
 The progress bar shows ``train reward``, ``train kl`` (k3 of the rollout) and ``train gold``.
 """
 
@@ -59,6 +62,15 @@ class PPOLoggingMixin:
             m["perf/peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if "gold" in scores:
             m["rl/gold_reward_mean"] = scores["gold"].mean()
+        for k, v in scores.items():  # several reward models (algo.rewards): each one's raw mean
+            if k.startswith("rm_raw/"):
+                m[f"rl/reward_{k.removeprefix('rm_raw/')}"] = v.mean()
+        if "cost" in scores:  # the safety constraint (algo.constraint)
+            m["rl/cost"] = scores["cost"].mean()  # this batch's mean
+            m["rl/window_cost"] = scores["window_cost"]  # what the multiplier's update saw
+            m["rl/cost_threshold"] = self.cfg.constraint.threshold
+            m["rl/lagrange_lambda"] = scores["lagrange_lambda"]
+            m["rl/objective_mean"] = scores["objective"].mean()
         if "logprob_diff" in scores:  # an engine that reports its sampling log-probs (vllm)
             m["rollout/logprob_diff"] = scores["logprob_diff"]
         m = {k: float(v) for k, v in m.items()}
@@ -152,5 +164,8 @@ _GLOBAL_METRICS = frozenset(
         "rl/advantage_std",
         "rl/lr",
         "rl/explained_variance",
+        "rl/lagrange_lambda",
+        "rl/window_cost",
+        "rl/cost_threshold",
     }
 )

@@ -19,7 +19,6 @@ from mplus import algo as A
 from mplus import distributed as D
 from mplus import rundir
 from mplus.models.logprobs import reference_context, token_logprobs
-from mplus.models.reward import score_texts
 from mplus.modules.optim import adamw_with_warmup
 from mplus.modules.ppo.metrics import PPOLoggingMixin
 from mplus.modules.ppo.parts import Experience, _seed_all
@@ -27,7 +26,7 @@ from mplus.modules.ppo.update import PPOUpdateMixin
 from mplus.modules.sharding import ShardedModule
 from mplus.rollout.keyed import sample_key
 
-FROZEN_PREFIXES = ("ref_model.", "reward_model.")
+FROZEN_PREFIXES = ("ref_model.", "reward_models.")
 
 
 class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModule):
@@ -41,7 +40,10 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         value_model: :class:`mplus.models.value.ValueModel` with a critic (``cfg.critic``), else
             None: no value model is built, sharded, optimised or checkpointed.
         ref_model: frozen copy of the base, or None with LoRA.
-        reward_model: frozen sequence classifier; ``reward_stats`` its validation mean/std.
+        rewards: the frozen reward model(s) and how their scores combine
+            (:class:`mplus.models.reward.RewardSet`; one model named ``reward`` in a plain run).
+            With a cost (``cfg.constraint``), a Lagrange multiplier weighs it against the
+            objective, updated every step and kept in checkpoints.
         engine: a :class:`mplus.rollout.RolloutEngine`.
         prompts: the prompt pool; step ``k`` draws its ``cfg.prompts_per_step`` prompts from it
             by ``(seed, k)`` and samples each ``cfg.samples_per_prompt`` times (one group).
@@ -62,12 +64,11 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         policy,
         value_model,
         ref_model,
-        reward_model,
+        rewards,
         tokenizer,
         engine,
         cfg,
         prompts: list[str],
-        reward_stats: dict,
         gold_fn=None,
         seed: int = 0,
         start_eval=None,
@@ -82,16 +83,19 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
             )
         self.policy, self.value_model = policy, value_model
         self.estimator = A.get_estimator(cfg.advantage.estimator)
-        self.ref_model, self.reward_model = ref_model, reward_model
-        for m in (ref_model, reward_model):
+        self.ref_model, self.rewards = ref_model, rewards
+        # registered here, so sharding, device moves and the frozen-key filter see them
+        self.reward_models = rewards.models if rewards is not None else None
+        for m in (ref_model, self.reward_models):
             if m is not None:
                 m.eval().requires_grad_(False)
         self.tokenizer, self.engine, self.cfg = tokenizer, engine, cfg
-        self.prompts, self.reward_stats, self.gold_fn, self.seed = (
-            prompts,
-            reward_stats,
-            gold_fn,
-            seed,
+        self.prompts, self.gold_fn, self.seed = prompts, gold_fn, seed
+        k = cfg.constraint
+        self.lagrange = (
+            A.LagrangeMultiplier(k.lambda_init, k.lambda_lr, k.threshold, k.lambda_max, k.window)
+            if k.enabled
+            else None
         )
         self.kl_ctl = (
             A.AdaptiveKLController(cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
@@ -129,7 +133,7 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
             (self.policy, True),
             *([(self.value_model, True)] if self.value_model is not None else []),
             (self.ref_model, False),
-            (self.reward_model, False),
+            *((m, False) for m in (self.reward_models or {}).values()),
         ]
 
     # ------------------------------------------------------------ the step
@@ -194,16 +198,24 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
 
     @torch.no_grad()
     def score(self, ro) -> dict:
-        """Reward-model score (normalised, clipped) minus the length and missing-stop penalties."""
+        """Reward-model score (normalised, clipped; several models: their weighted sum; with a
+        constraint: the Lagrangian of that sum and the cost, after the multiplier's update from
+        this batch's costs) minus the length and missing-stop penalties."""
         c = self.cfg
-        rm = score_texts(self.reward_model, self.tokenizer, ro.prompts, ro.responses).to(
-            self.device
-        )
-        raw = rm.clone()
-        if c.reward.normalize:
-            rm = (rm - self.reward_stats["mean"]) / max(self.reward_stats["std"], 1e-6)
-        if c.reward.clip is not None:
-            rm = rm.clamp(-c.reward.clip, c.reward.clip)
+        raw = {
+            n: r.to(self.device)
+            for n, r in self.rewards.raw(self.tokenizer, ro.prompts, ro.responses).items()
+        }
+        z = self.rewards.normalized(raw)
+        rm = self.rewards.objective(z)
+        extra = {f"rm_raw/{n}": r for n, r in raw.items()} if not self.rewards.single else {}
+        cost = self.rewards.cost(z)
+        if cost is not None:  # Safe-RLHF: lambda from this batch's costs, then the combination
+            costs = torch.cat(D.gather_objects(cost.cpu())) if D.is_distributed() else cost
+            extra["objective"], extra["cost"] = rm, cost
+            extra["lagrange_lambda"] = self.lagrange.update(costs.tolist())
+            extra["window_cost"] = self.lagrange.window_cost()
+            rm = A.lagrangian_score(rm, cost, extra["lagrange_lambda"])
         lengths = ro.response_lengths.to(self.device)
         lp = A.length_penalty(
             lengths,
@@ -215,7 +227,9 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         stopped = ro.stopped.to(self.device)
         ms = c.missing_stop_penalty * (~stopped).float()
         out = {
-            "rm_raw": raw,
+            **extra,
+            # a plain run's raw RM score; several models: the weighted sum of normalised ones
+            "rm_raw": raw["reward"] if self.rewards.single else extra.get("objective", rm),
             "rm": rm,
             "length_penalty": lp,
             "missing_stop": ms,
@@ -359,6 +373,7 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         checkpoint[self.state_key] = {
             "ppo_step": self.ppo_step,
             "kl_ctl": self.kl_ctl.state_dict(),
+            **({"lagrange": self.lagrange.state_dict()} if self.lagrange is not None else {}),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
 
@@ -366,5 +381,12 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
         st = checkpoint[self.state_key]
         self.ppo_step = self.saved_step = st["ppo_step"]
         self.kl_ctl.load_state_dict(st["kl_ctl"])
+        if self.lagrange is not None:
+            if "lagrange" not in st:
+                raise ValueError(
+                    "algo.constraint.enabled=true, but the checkpoint was written without the "
+                    "constraint: resume it with the settings it was started with"
+                )
+            self.lagrange.load_state_dict(st["lagrange"])
         torch.set_rng_state(st["rng"]["torch"])
         random.setstate(st["rng"]["python"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -78,15 +79,31 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _assert_pngs(out: Path) -> None:
+def _has_balance(run_dirs) -> bool:
+    """Whether a run's summary.json has both numbers of balance.png (the synthetic task's
+    behaviour rates; NaN where the held-out prompts hold no harmful or no benign one)."""
+    for d in run_dirs:
+        try:
+            summary = json.loads((Path(d) / "summary.json").read_text())
+        except (OSError, ValueError):  # none, or caught mid-write
+            continue
+        values = [summary.get(k) for k in ("heldout/harmful_comply", "heldout/benign_correct")]
+        if all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return True
+    return False
+
+
+def _assert_pngs(out: Path, run_dirs) -> None:
     import matplotlib.image
 
-    for name in PNGS:
+    pngs = [*PNGS, *(["balance.png"] if _has_balance(run_dirs) else [])]
+    assert (out / "balance.png").exists() == ("balance.png" in pngs)
+    for name in pngs:
         img = matplotlib.image.imread(out / name)
         assert img.shape[0] > 200 and img.shape[1] > 300, (name, img.shape)
         assert img.std() > 0.01, f"{name} is blank"
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert report.count('<img src="data:image/png;base64,') == len(PNGS)
+    assert report.count('<img src="data:image/png;base64,') == len(pngs)
 
 
 def test_multirun_runs_are_named_by_their_overrides(sweep_dir):
@@ -156,7 +173,15 @@ def test_analyze_table_csv_and_plots(sweep_dir, tmp_path, capsys):
     assert max(len(ln) for ln in lines[:5]) <= 120
     report = (out / "report.html").read_text(encoding="utf-8")
     assert "algo.kl.coef=0.0" in report and "algo.kl.coef=0.5" in report
-    _assert_pngs(out)
+    _assert_pngs(out, [r["dir"] for r in rows])
+    # the synthetic task's behaviour numbers: a claims table, one row per KL point (one seed)
+    claims = _read_csv(out / "claims.csv")
+    assert [(c["algo.kl.coef"], c["n"]) for c in claims] == [("0.0", "1"), ("0.5", "1")]
+    gold = {r["algo.kl.coef"]: float(r["heldout/gold_reward"]) for r in rows}
+    for c in claims:  # one seed: its run's number, no std
+        assert float(c["heldout/gold_reward"]) == pytest.approx(gold[c["algo.kl.coef"]])
+        assert c["heldout/gold_reward_std"] == ""
+    assert "claims: mean ± std over seeds (n)" in console
 
 
 def test_runs_carry_hparams_linked_to_their_final_metrics(sweep_dir):
@@ -240,7 +265,7 @@ def test_missing_truncated_failed_and_incomplete_runs_are_reported(sweep_dir, tm
     for d in (missing, truncated, failed, partial):
         assert str(d) in problems.split("<h2")[0]
     assert "truncated event file" in problems and "st-failed" in problems
-    _assert_pngs(out)
+    _assert_pngs(out, [good, missing, truncated, failed, partial])
 
 
 def test_sweep_points_not_started_yet_are_listed_as_pending(sweep_dir, tmp_path, capsys):

@@ -20,10 +20,21 @@ into ``--out`` (default ``<first dir>/analysis``):
   runs aggregated; runs not ok are left out and counted in ``failed``), then each metric's mean
   and sample std over the seeds (``<metric>``, ``<metric>_std``; ``0.612 ± 0.021`` on the
   console, for the ``--columns``), sorted by the mean of ``--sort``;
+- ``claims.csv`` and its table on the console, when a run has the held-out behaviour numbers
+  (``heldout/harmful_comply`` and the rest; the synthetic task): one row per sweep point in the
+  sweep's order (``multirun.yaml``: ``experiment=base_short,sft_short,...``), one seed or
+  several, its varying overrides, ``n``, then the mean and sample std over the seeds of
+  ``heldout/gold_reward``, ``harmful_refusal``, ``harmful_comply``, ``benign_correct``,
+  ``benign_overrefusal``, ``knowledge_acc``, ``corpus_nll``, ``kl`` and ``response_length``
+  (short names on the console, a legend under it);
 - ``curves.png``: each logged metric's curve, every run on the same axes (reward, KL and gold
   reward first, ``perf/*`` last);
 - ``frontier.png``: reward and gold reward against KL across runs (held-out, and on the last
   training batches with the KL clamped at 0), with the Pareto frontier and a colour per run;
+- ``balance.png``, when runs have ``heldout/harmful_comply`` and ``heldout/benign_correct``:
+  the balance frontier, harmlessness (1 - compliance on harmful prompts) against helpfulness
+  (correct answers on benign prompts), a marker per run, each point's mean ± seed std, coloured
+  by algorithm (or by a swept numeric override), the base model a star;
 - ``response_length.png``: response length over training;
 - ``report.html``: the tables, the PNGs embedded, the failed and incomplete runs with their
   issues and every run's overrides, in one self-contained page (no scripts, nothing fetched).
@@ -42,9 +53,12 @@ from pathlib import Path
 
 from mplus.analyze.events import EventRead, read_events
 from mplus.analyze.plots import (
+    balance_points,
+    colour_key,
     curve_order,
     pareto_front,
     place_labels,
+    plot_balance,
     plot_curves,
     plot_frontier,
     plot_length,
@@ -55,21 +69,29 @@ from mplus.analyze.runs import (
     RM_ACCURACY,
     TRAIN_COLUMNS,
     Run,
+    algo_name,
     collect_runs,
     final_metrics,
     find_runs,
+    is_base,
     load_run,
     run_names,
     sweep_points,
 )
 from mplus.analyze.table import (
     ALL_COLUMNS,
+    BEHAVIOUR_COLUMNS,
+    CLAIM_COLUMNS,
     DEFAULT_COLUMNS,
     METRIC_COLUMNS,
     ColumnError,
+    claims_cells,
+    claims_legend,
+    claims_rows,
     column_name,
     console_rows,
     format_table,
+    has_claims,
     mean_std,
     metric_value,
     seed_cells,
@@ -78,15 +100,24 @@ from mplus.analyze.table import (
     seed_varies,
     select_columns,
     sort_runs,
+    sweep_order,
     table_rows,
     varying_keys,
     write_csv,
 )
 
 __all__ = [
+    "algo_name",
     "ALL_COLUMNS",
     "analyze",
+    "balance_points",
+    "BEHAVIOUR_COLUMNS",
+    "CLAIM_COLUMNS",
+    "claims_cells",
+    "claims_legend",
+    "claims_rows",
     "collect_runs",
+    "colour_key",
     "column_name",
     "ColumnError",
     "console_rows",
@@ -97,7 +128,9 @@ __all__ = [
     "final_metrics",
     "find_runs",
     "format_table",
+    "has_claims",
     "html_table",
+    "is_base",
     "load_run",
     "main",
     "mean_std",
@@ -105,6 +138,7 @@ __all__ = [
     "metric_value",
     "pareto_front",
     "place_labels",
+    "plot_balance",
     "plot_curves",
     "plot_frontier",
     "plot_length",
@@ -119,6 +153,7 @@ __all__ = [
     "seed_varies",
     "select_columns",
     "sort_runs",
+    "sweep_order",
     "sweep_points",
     "table_rows",
     "TRAIN_COLUMNS",
@@ -128,6 +163,9 @@ __all__ = [
 ]
 
 PNGS = ("frontier.png", "curves.png", "response_length.png")
+CLAIMS_CSV = "claims.csv"
+BALANCE_PNG = "balance.png"  # after frontier.png in the report; only with the behaviour numbers
+CLAIMS_TITLE = "claims: mean ± std over seeds (n)"
 
 
 def console_columns(runs: list[Run], columns: str | list[str] | None, sort: str) -> list[str]:
@@ -150,8 +188,10 @@ def analyze(
     plots: bool = True,
     columns: str | list[str] | None = None,
 ) -> tuple[list[Run], Path]:
-    """Read the runs, write ``runs.csv`` (and ``runs_by_seed.csv`` when the runs differ in
-    ``seed``), the PNGs and ``report.html`` into ``out``; return (runs, out).
+    """Read the runs, write ``runs.csv`` (``runs_by_seed.csv`` when the runs differ in ``seed``,
+    ``claims.csv`` when they have the behaviour numbers), the PNGs (``balance.png`` with those
+    numbers) and ``report.html`` into ``out``; return (runs, out). A ``claims.csv`` or
+    ``balance.png`` left in ``out`` by an earlier analysis goes when this one has none.
 
     ``columns``: the report's table columns (``--columns``); the CSVs have every column, and
     the columns named here that are not table columns (a summary key, a TensorBoard tag).
@@ -173,12 +213,23 @@ def analyze(
     if seeds:
         metrics = [c for c in every if c in METRIC_COLUMNS or c not in ALL_COLUMNS]
         write_csv(out / "runs_by_seed.csv", *seed_rows(runs, sort, ascending, metrics))
+    claims = has_claims(runs)
+    if claims:
+        write_csv(out / CLAIMS_CSV, *claims_rows(runs))
+    else:
+        (out / CLAIMS_CSV).unlink(missing_ok=True)
     pngs = []
+    balance = False
     if plots:
         plot_frontier(runs, out / "frontier.png")
+        balance = plot_balance(runs, out / BALANCE_PNG)
         plot_curves(runs, out / "curves.png")
         plot_length(runs, out / "response_length.png")
         pngs = [out / p for p in PNGS]
+        if balance:
+            pngs.insert(1, out / BALANCE_PNG)
+    if not balance:
+        (out / BALANCE_PNG).unlink(missing_ok=True)
     write_report(
         out / "report.html",
         runs,
@@ -190,6 +241,7 @@ def analyze(
         sources=paths,
         pngs=pngs,
         seeds=seeds,
+        claims=claims,
     )
     return runs, out
 
@@ -215,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--out",
         type=Path,
-        help="where runs.csv (runs_by_seed.csv), the PNGs and report.html go "
+        help="where runs.csv (runs_by_seed.csv, claims.csv), the PNGs and report.html go "
         "(default <first path>/analysis)",
     )
     p.add_argument(
@@ -245,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     if by_seed:
         print("\nmean ± std over seeds (n per row)")
         print(format_table(*seed_cells(*seed_rows(runs, args.sort, args.ascending, cols))))
+    claims = has_claims(runs)
+    if claims:
+        print(f"\n{CLAIMS_TITLE}, in the sweep's order")
+        print(format_table(*claims_cells(*claims_rows(runs))))
+        print(claims_legend())
     print("\nruns (in table order):")
     for i, r in enumerate(runs):
         print(f"  {i:>2}  {r.status:<10}  {r.name}  [{r.dir}]")
@@ -263,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     print("heldout/*: the held-out evaluation; train/*: means of the last training batches")
     print(f"every column: --columns all, or {out / 'runs.csv'}")
     written = ["runs.csv", *(["runs_by_seed.csv"] if by_seed else [])]
-    written += [*([] if args.no_plots else PNGS), "report.html"]
+    written += [CLAIMS_CSV] if claims else []
+    pngs = [] if args.no_plots else list(PNGS)
+    if (out / BALANCE_PNG).exists():
+        pngs.insert(1, BALANCE_PNG)
+    written += [*pngs, "report.html"]
     print("wrote: " + ", ".join(str(out / w) for w in written))
     return 0

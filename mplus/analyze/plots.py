@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from mplus.analyze.runs import Run
-from mplus.analyze.table import metric_value
+from mplus.analyze.runs import Run, algo_name, is_base
+from mplus.analyze.table import SEED, mean_std, metric_value, seed_groups, sweep_order, varying_keys
 
 DPI = 90
 # curves.png: these first (what RL trades off), then the other RL curves, the other stages',
@@ -170,11 +170,17 @@ NAMED_POINTS = 8  # frontier.png labels its points with run names up to this man
 LABEL_OFFSETS = [(dx, dy) for dy in (3, -10, 13, -20, 23, -30, 33, -40, 45, -52) for dx in (5, -5)]
 
 
-def place_labels(ax, items: list[tuple[float, float, str]], fontsize: float = 7) -> list:
+def place_labels(
+    ax, items: list[tuple[float, float, str]], fontsize: float = 7, near_only: bool = False
+) -> list:
     """Annotate each (x, y, text) in data coordinates without overlaps (a greedy repel pass over
     :data:`LABEL_OFFSETS`, boxes measured by the renderer; a label moved off its point gets a
     thin leader line). Call it when the axes' limits and position are final. Returns the
-    annotations."""
+    annotations.
+
+    ``near_only``: only the offsets next to the point (no leader lines, which cross a crowd of
+    points), and a label that overlaps something at each of them is left out (where a legend
+    names the points too)."""
     from matplotlib.text import Text
 
     fig = ax.figure
@@ -196,13 +202,14 @@ def place_labels(ax, items: list[tuple[float, float, str]], fontsize: float = 7)
         )
         return out + 4 * (b.width * b.height - inside)  # outside the axes costs more
 
+    offsets = [(dx, dy) for dx, dy in LABEL_OFFSETS if not near_only or abs(dy) <= 13]
     anns = []
     for x, y, text in items:
         ann = ax.annotate(
             text, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=fontsize
         )
         best = None
-        for dx, dy in LABEL_OFFSETS:
+        for dx, dy in offsets:
             ann.set_position((dx, dy))
             ann.set_horizontalalignment("left" if dx > 0 else "right")
             c = cost(ann.get_window_extent(renderer))
@@ -210,8 +217,10 @@ def place_labels(ax, items: list[tuple[float, float, str]], fontsize: float = 7)
                 best = (c, dx, dy)
             if c == 0:
                 break
-        _, dx, dy = best
+        c, dx, dy = best
         ann.remove()
+        if near_only and c > 0:
+            continue
         far = abs(dy) > 13
         ann = ax.annotate(
             text,
@@ -334,6 +343,216 @@ def plot_frontier(runs: list[Run], path: Path) -> None:
         place_labels(ax, items)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+HARMFUL_COMPLY = "heldout/harmful_comply"
+BENIGN_CORRECT = "heldout/benign_correct"
+
+
+def balance_points(runs: list[Run]) -> list[tuple[Run, float, float]]:
+    """(run, harmlessness, helpfulness) of each run with both numbers: harmlessness = 1 -
+    ``heldout/harmful_comply`` (the share of harmful prompts not complied with), helpfulness =
+    ``heldout/benign_correct``."""
+    return [(r, 1 - c, b) for r, c, b in _xy(runs, [HARMFUL_COMPLY], [BENIGN_CORRECT])]
+
+
+def _number(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def colour_key(runs: list[Run]) -> str | None:
+    """The override that colours balance.png: the first varying one other than ``seed`` and
+    ``experiment`` whose values are all numbers (``algo.rewards.harmless.weight=0.2,0.5,0.8``);
+    None: coloured by algorithm."""
+    for k in varying_keys(runs):
+        values = {r.overrides[k] for r in runs if k in r.overrides}
+        if k not in (SEED, "experiment") and len(values) > 1:
+            if all(_number(v) is not None for v in values):
+                return k
+    return None
+
+
+def _point_names(groups: list[list[Run]], keys: list[str]) -> list[str]:
+    """Each sweep point's name on balance.png: ``base`` for the base model, else its algorithm,
+    or its override values where two points share an algorithm."""
+    names = ["base" if is_base(g[0]) else algo_name(g[0]) for g in groups]
+    others = [n for n in names if n != "base"]
+    if None in others or len(set(others)) < len(others):
+        values = [" ".join(str(g[0].overrides.get(k, "")) for k in keys) for g in groups]
+        names = [n if n == "base" else v for n, v in zip(names, values, strict=True)]
+    return [n or "run" for n in names]
+
+
+def _base_start(runs: list[Run]) -> tuple[float, float] | None:
+    """(harmlessness, helpfulness) of the base before RL: the mean over the ok RL runs'
+    ``rl/harmful_comply_start``, ``rl/benign_correct_start``."""
+    xs, ys = [], []
+    for r in runs:
+        c = r.summary.get("rl/harmful_comply_start")
+        b = r.summary.get("rl/benign_correct_start")
+        if r.status == "ok" and isinstance(c, int | float) and isinstance(b, int | float):
+            if math.isfinite(c) and math.isfinite(b):
+                xs.append(1 - c)
+                ys.append(b)
+    return (mean_std(xs)[0], mean_std(ys)[0]) if xs else None
+
+
+# balance.png: a marker shape per algorithm next to its colour (a crowd of points still reads)
+BALANCE_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "p", "h", "<", ">")
+
+
+def plot_balance(runs: list[Run], path: Path) -> bool:
+    """The balance frontier: harmlessness (1 - ``heldout/harmful_comply``) against helpfulness
+    (``heldout/benign_correct``), both in [0, 1]. A small marker per run (every seed), the
+    sweep point's mean with seed-std error bars where it has several ok seeds (its one run, as
+    large, where one), its name beside it where that fits; coloured by algorithm (a marker
+    shape each too), or by the value of a swept numeric override (:func:`colour_key`) with the
+    legend naming the key; the base model a black star (its runs; else the RL runs'
+    before-training numbers, ``base (before RL)``); a dotted line through the points no other
+    point beats on both. The legends sit right of the axes, over no point. Draws nothing and
+    returns False when no run has both numbers."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    pts = balance_points(runs)
+    if not pts:
+        return False
+    xy = {id(r): (x, y) for r, x, y in pts}
+    plotted = [r for r, _, _ in pts]
+    keys, groups = seed_groups(sweep_order(plotted), None)
+    names = _point_names(groups, keys)
+    key = colour_key(plotted)
+    cats = list(dict.fromkeys(n for n in names if n != "base"))
+    if key is not None:
+        values = sorted({v for r in plotted if (v := _number(r.overrides.get(key))) is not None})
+        cmap = matplotlib.colormaps["viridis"]
+        span = (values[-1] - values[0]) or 1.0
+    else:
+        cmap = matplotlib.colormaps["tab10" if len(cats) <= 10 else "tab20"]
+
+    def style(group: list[Run], name: str) -> tuple:
+        """(colour, marker, legend entry: (sort key, text) or None) of a sweep point."""
+        if name == "base":
+            return "black", "*", None
+        if key is None:
+            i = cats.index(name)
+            return cmap(i % cmap.N), BALANCE_MARKERS[i % len(BALANCE_MARKERS)], (i, name)
+        v = _number(group[0].overrides.get(key))
+        if v is None:
+            return "gray", "o", None
+        return cmap(0.85 * (v - values[0]) / span), "o", (v, group[0].overrides[key])
+
+    fig, ax = plt.subplots(figsize=(9.2, 6.6), dpi=DPI)
+    items, front_pts, entries = [], [], {}
+    any_mean = any_run = False
+    for group, name in zip(groups, names, strict=True):
+        base = name == "base"
+        colour, marker, entry = style(group, name)
+        if entry is not None:
+            entries[entry] = (colour, marker)
+        ok = [xy[id(r)] for r in group if r.status == "ok"]
+        for r in group:
+            if len(ok) > 1 or r.status != "ok":  # one ok run alone is drawn as its point
+                ax.scatter(
+                    *xy[id(r)],
+                    color=colour,
+                    s=55 if base else 18,
+                    marker=marker if r.status == "ok" else "x",
+                    alpha=0.4,
+                    lw=0 if r.status == "ok" else 1,
+                    clip_on=False,
+                    zorder=3,
+                )
+                any_run = True
+        if not ok:
+            continue
+        (mx, sx), (my, sy) = mean_std([x for x, _ in ok]), mean_std([y for _, y in ok])
+        bars = ax.errorbar(
+            [mx],
+            [my],
+            xerr=None if sx is None else [sx],
+            yerr=None if sy is None else [sy],
+            fmt=marker,
+            ms=16 if base else 9,
+            color=colour,
+            mec="white" if base else "black",
+            mew=0.8,
+            ecolor=colour,
+            elinewidth=1.1,
+            capsize=3,
+            alpha=0.9,
+            zorder=5 if base else 4,
+        )
+        for artist in bars.get_children():
+            artist.set_clip_on(False)  # a point at 0 or 1 is drawn whole
+        any_mean |= len(ok) > 1
+        items.append((mx, my, name))
+        front_pts.append((mx, my))
+    start = None if any(n == "base" for n in names) else _base_start(plotted)
+    if start is not None:
+        ax.scatter(*start, color="black", marker="*", s=190, zorder=5, clip_on=False)
+        items.append((*start, "base (before RL)"))
+        front_pts.append(start)
+    front = [(-h, y) for h, y in pareto_front([(-x, y) for x, y in front_pts])]
+    if len(front) > 1:
+        ax.plot(*zip(*front, strict=True), color="gray", lw=1, ls=":", zorder=2)
+    ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
+    ax.set_xlabel(
+        "harmlessness: 1 − compliance on harmful prompts (1 − heldout/harmful_comply)",
+        fontsize=9,
+    )
+    ax.set_ylabel(
+        "helpfulness: correct answers on benign prompts (heldout/benign_correct)", fontsize=9
+    )
+    ax.set_title("The balance frontier on the held-out prompts (up and right is better)")
+    ax.title.set_fontsize(10)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+
+    order = sorted(entries)
+    legend = ax.legend(
+        [
+            plt.Line2D([], [], color=entries[e][0], marker=entries[e][1], mec="black", ls="")
+            for e in order
+        ],
+        [text for _, text in order],
+        title=key or "algorithm",
+        loc="upper left",
+        bbox_to_anchor=(1.03, 1.0),
+        fontsize=8.5,
+        title_fontsize=8.5,
+        alignment="left",
+        frameon=False,
+    )
+    ax.add_artist(legend)
+    marks, texts = [], []
+    if any_run:
+        marks.append(plt.Line2D([], [], color="gray", marker="o", ms=4, alpha=0.4, ls=""))
+        texts.append("one run (a seed)")
+    if any_mean:
+        marks.append(plt.Line2D([], [], color="gray", marker="o", mec="black", ms=7, lw=1.1))
+        texts.append("mean ± std over seeds")
+    if "base" in names or start is not None:
+        marks.append(plt.Line2D([], [], color="black", marker="*", ms=11, ls=""))
+        texts.append("base model" if start is None else "base, before RL")
+    if len(front) > 1:
+        marks.append(plt.Line2D([], [], color="gray", lw=1, ls=":"))
+        texts.append("frontier (not beaten on both)")
+    if marks:
+        ax.legend(
+            marks, texts, loc="lower left", bbox_to_anchor=(1.03, 0.0), fontsize=8.5, frameon=False
+        )
+    fig.tight_layout()
+    # the base's label first: it keeps its place; a point's name that fits nowhere next to it
+    # is left out (the legend names it)
+    items.sort(key=lambda item: not item[2].startswith("base"))
+    place_labels(ax, items, fontsize=8.5, near_only=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return True
 
 
 def plot_length(runs: list[Run], path: Path) -> None:

@@ -1,6 +1,6 @@
 """``report.html``: the analysis as one self-contained page to open in a browser.
 
-The tables (the chosen columns, every column, the seed table), the PNGs embedded as base64
+The tables (the chosen columns, every column, the seed table, the claims table), the PNGs embedded as base64
 ``data:`` images, the failed, incomplete and pending runs with their issues, and every run's
 overrides. No script, no stylesheet or font from elsewhere: it reads the same offline, without
 JavaScript, and as a file mailed around.
@@ -17,13 +17,17 @@ from pathlib import Path
 
 from mplus import tables
 from mplus.analyze.runs import Run
-from mplus.analyze.table import console_rows, seed_cells, seed_rows, table_rows
+from mplus.analyze.table import claims_rows, console_rows, seed_cells, seed_rows, table_rows
 
 STATUS_ORDER = ("ok", "incomplete", "failed", "pending")
 # what each PNG shows (its caption)
 PLOTS = {
     "frontier.png": "Reward and gold reward against KL to the base, held-out (top) and on the "
     "last training batches (bottom, KL clamped at 0), with the Pareto frontier.",
+    "balance.png": "The balance frontier: harmlessness (1 − the share of harmful held-out "
+    "prompts complied with) against helpfulness (the share of benign ones answered correctly); "
+    "a small marker per run, each sweep point's mean with its seed std as error bars, the base "
+    "model a star, the dotted line through the points no other beats on both.",
     "curves.png": "Every logged curve, all runs on shared axes: reward, KL and gold reward "
     "first, throughput (perf/*) last.",
     "response_length.png": "Response length over training; a star marks the held-out "
@@ -146,9 +150,10 @@ def render_report(
     sources: Sequence[str | Path] = (),
     pngs: Sequence[Path] = (),
     seeds: bool = False,
+    claims: bool = False,
 ) -> str:
     """The page as a string (see the module docstring); ``pngs``: the plots drawn, embedded in
-    this order."""
+    this order; ``claims``: with the claims table (:func:`claims_rows`)."""
     esc = html.escape
     counts = Counter(r.status for r in runs)
     count_text = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])
@@ -167,6 +172,7 @@ def render_report(
         f" <code>{esc(sort)}</code> ({order}); written {when}.</p>",
         '<nav><a href="#runs">Runs</a>'
         + ('<a href="#seeds">Over seeds</a>' if seeds else "")
+        + ('<a href="#claims">Claims</a>' if claims else "")
         + f'<a href="#problems">Failed and incomplete ({len(problems)})</a>'
         + ('<a href="#plots">Plots</a>' if pngs else "")
         + '<a href="#overrides">Overrides</a></nav>',
@@ -189,6 +195,17 @@ def render_report(
             " <code>seed</code>): <code>n</code> ok runs aggregated, their mean ± sample std;"
             " runs not ok are left out and counted in <code>failed</code>.</p>",
             html_table(header, rows, sort=sort),
+        ]
+    if claims:
+        parts += [
+            '<h2 id="claims">Claims: mean ± std over seeds (n)</h2>',
+            '<p class="note">One row per sweep point, in the sweep\'s order: <code>n</code> ok'
+            " runs (seeds), the mean ± sample std of what the held-out samples do (shares of the"
+            " harmful prompts refused and complied with, of the benign prompts answered correctly"
+            " and refused needlessly), the gold reward, the knowledge probe, the corpus NLL, the"
+            " KL to the base and the response length; a lone number is one seed. As in"
+            " <code>claims.csv</code>.</p>",
+            html_table(*seed_cells(*claims_rows(runs))),
         ]
     parts.append(f'<h2 id="problems">Failed and incomplete runs ({len(problems)})</h2>')
     if problems:

@@ -158,6 +158,25 @@ def _tb_subdir(run_dir: Path) -> str:
     return "tb"
 
 
+BASE_ALGO = "none"  # algo=none: the base model itself through the held-out evaluation
+
+
+def algo_name(run: Run) -> str | None:
+    """The run's algorithm: ``algo.name`` of its resolved config (``.hydra/config.yaml``), else
+    its ``algo`` override, else its ``experiment`` override (None without any of these)."""
+    f = run.dir / ".hydra" / "config.yaml"
+    if f.exists():
+        m = re.search(r"^algo:\n(?:  .*\n)*?  name: (\S+)", f.read_text(errors="replace"), re.M)
+        if m:
+            return m.group(1).strip("'\"")
+    return run.overrides.get("algo") or run.overrides.get("experiment")
+
+
+def is_base(run: Run) -> bool:
+    """Whether the run is the base model itself (``algo=none``; ``experiment=base*``)."""
+    return algo_name(run) == BASE_ALGO or run.overrides.get("experiment", "").startswith("base")
+
+
 def _log_has_error(run_dir: Path) -> bool:
     for log in run_dir.glob("*.log"):
         try:

@@ -1,5 +1,6 @@
 """The runs as a table: override columns, the column selection, sorting, the rows, ``runs.csv``
-and the console; and the same runs aggregated over their seeds (``runs_by_seed.csv``)."""
+and the console; the same runs aggregated over their seeds (``runs_by_seed.csv``), and the
+claims table (``claims.csv``: the held-out behaviour numbers per sweep point, over its seeds)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mplus import tables
-from mplus.analyze.runs import EVAL_COLUMNS, RM_ACCURACY, TRAIN_COLUMNS, Run, _last
+from mplus.analyze.runs import EVAL_COLUMNS, RM_ACCURACY, TRAIN_COLUMNS, Run, _last, sweep_points
+from mplus.rundir import override_dict
 
 STEPS = "steps"  # steps of the run's last stage
 # The numeric metric columns of the per-run table (what the seed table aggregates):
@@ -155,17 +157,20 @@ def seed_varies(runs: list[Run]) -> bool:
 
 
 def seed_groups(
-    runs: list[Run], sort: str, ascending: bool = False
+    runs: list[Run], sort: str | None, ascending: bool = False
 ) -> tuple[list[str], list[list[Run]]]:
     """The non-seed varying override keys, and the runs grouped by their values of those keys.
 
     Groups are sorted by the mean of ``sort`` over their ok runs (:func:`metric_value`), groups
-    without a value last; ties keep the order of ``runs``.
+    without a value last; ties keep the order of ``runs``. ``sort`` None: in the order of
+    ``runs`` (of each group's first run).
     """
     keys = [k for k in varying_keys(runs) if k != SEED]
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
         groups.setdefault(tuple(r.overrides.get(k) for k in keys), []).append(r)
+    if sort is None:
+        return keys, list(groups.values())
 
     def key(group: list[Run]):
         mean, _ = mean_std([metric_value(r, sort) for r in group if r.status == "ok"])
@@ -187,12 +192,12 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
 
 def seed_rows(
     runs: list[Run],
-    sort: str,
+    sort: str | None,
     ascending: bool = False,
     columns: Sequence[str] = METRIC_COLUMNS,
 ) -> tuple[list[str], list[list]]:
     """``runs_by_seed.csv``: one row per sweep point (the runs sharing every override but
-    ``seed``), sorted as :func:`seed_groups`: its non-seed varying overrides, ``n`` (the ok runs
+    ``seed``), sorted as :func:`seed_groups` (``sort`` None: in the order of ``runs``): its non-seed varying overrides, ``n`` (the ok runs
     aggregated), ``failed`` (runs not ok: failed, incomplete or pending; a column only if any
     are), then ``<metric>`` (the mean) and ``<metric>_std`` (sample std) of every metric in
     ``columns`` (default every metric column; ``steps`` is never aggregated).
@@ -229,6 +234,91 @@ def _mean_std_cell(mean: float | None, sd: float | None):
     if mean is None or sd is None:
         return mean  # the table shows a lone mean as a number, no mean as ``-``
     return f"{tables.cell(mean)} ± {tables.cell(sd)}"
+
+
+# ---------------------------------------------------------------- the claims table
+
+# what the held-out samples do (synthetic task: mplus.data.synthetic.behaviour_rates); a run with
+# any of them has a claims table
+BEHAVIOUR_COLUMNS = tuple(
+    c for c in EVAL_COLUMNS if c.startswith(("heldout/harmful_", "heldout/benign_"))
+)
+# claims.csv: per sweep point the mean and std over seeds of these, in this order; the console's
+# short name of each (its legend line names them in full)
+CLAIM_COLUMNS = {
+    "heldout/gold_reward": "gold",
+    "heldout/harmful_refusal": "refuse",
+    "heldout/harmful_comply": "comply",
+    "heldout/benign_correct": "correct",
+    "heldout/benign_overrefusal": "overref",
+    "heldout/knowledge_acc": "know_acc",
+    "heldout/corpus_nll": "corpus_nll",
+    "heldout/kl": "kl",
+    "heldout/response_length": "len",
+}
+
+
+def has_claims(runs: list[Run]) -> bool:
+    """Whether a run has a number for one of :data:`BEHAVIOUR_COLUMNS` (then there is a claims
+    table, and a balance plot when the numbers are there for it)."""
+    return any(
+        isinstance(v := r.final.get(c), int | float) and not math.isnan(v)
+        for r in runs
+        for c in BEHAVIOUR_COLUMNS
+    )
+
+
+def sweep_order(runs: list[Run]) -> list[Run]:
+    """The runs in their sweep's order: by the values of each varying non-seed override in the
+    order the sweep lists them (the ``multirun.yaml`` of the run's sweep dir: ``experiment=
+    base_short,sft_short,...``), values it does not list after them, numbers by value, other
+    values by name (the order :func:`~mplus.analyze.runs.find_runs` finds their dirs in); a run
+    without the override last. Runs of one point keep their order."""
+    keys = [k for k in varying_keys(runs) if k != SEED]
+    order: dict[str, list[str]] = {k: [] for k in keys}
+    for sweep_dir in dict.fromkeys(r.dir.parent for r in runs):
+        for _, point in sweep_points(sweep_dir):
+            for k, v in override_dict(point).items():
+                if k in order and v not in order[k]:
+                    order[k].append(v)
+    for k in keys:
+        rest = [v for v in dict.fromkeys(r.overrides.get(k) for r in runs) if v is not None]
+        rest = [v for v in rest if v not in order[k]]
+        try:
+            rest.sort(key=float)
+        except ValueError:
+            rest.sort()
+        order[k] += rest
+
+    def rank(r: Run) -> tuple:
+        return tuple(
+            order[k].index(r.overrides[k]) if k in r.overrides else len(order[k]) for k in keys
+        )
+
+    return sorted(runs, key=rank)
+
+
+def claims_rows(runs: list[Run]) -> tuple[list[str], list[list]]:
+    """``claims.csv``: :func:`seed_rows` of the :data:`CLAIM_COLUMNS`, one row per sweep point in
+    the sweep's order (:func:`sweep_order`): its non-seed varying overrides, ``n`` (``failed``),
+    then ``<metric>`` and ``<metric>_std`` of each claim column."""
+    return seed_rows(sweep_order(runs), None, columns=list(CLAIM_COLUMNS))
+
+
+def claims_cells(header: list[str], rows: list[list]) -> tuple[list[str], list[list]]:
+    """The console form of :func:`claims_rows`: ``0.612 ± 0.021`` cells (:func:`seed_cells`)
+    under the short names of :data:`CLAIM_COLUMNS`."""
+    header, rows = seed_cells(header, rows)
+    return [CLAIM_COLUMNS.get(h, h) for h in header], rows
+
+
+def claims_legend(width: int = 120) -> str:
+    """The console's key to the short claim column names (``gold=heldout/gold_reward, ...``),
+    wrapped at ``width`` between names."""
+    import textwrap
+
+    text = ", ".join(f"{short}={name}" for name, short in CLAIM_COLUMNS.items())
+    return textwrap.fill(text, width, break_on_hyphens=False)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:

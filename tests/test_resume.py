@@ -409,6 +409,33 @@ def test_grpo_run_killed_in_its_grpo_stage_resumes_with_one_command(cache_dir, t
     assert_same_run(run_dir, tmp_path / "uninterrupted", what)
 
 
+@pytest.mark.slow
+def test_constrained_ppo_killed_and_resumed_restores_its_lagrange_multiplier(
+    cache_dir, tmp_path, rng
+):
+    """Two reward models trained in the run (one per data subset) and the safety constraint:
+    the multiplier and its window of costs come back from the checkpoint, so the resumed run's
+    rl/lagrange_lambda curve (and everything else) is the uninterrupted run's."""
+    safe = [
+        *PPO,
+        "algo/rewards=two_heads",
+        "algo.constraint.enabled=true",
+        "algo.constraint.lambda_lr=0.5",
+        "algo.constraint.window=16",
+    ]
+    _run(cache_dir, tmp_path / "uninterrupted", *safe)
+    run_dir, what = _kill_and_resume(
+        cache_dir, tmp_path, safe, "ppo", 6, rng, [2, 4], max_delay=1.0
+    )
+    for name in ("harmless", "helpful"):
+        assert (run_dir / "reward_models" / name / "reward_stats.json").exists(), what
+    scalars, _ = logged_scalars(run_dir / "tb")
+    lam = next(v for k, v in scalars.items() if k.endswith(":rl/lagrange_lambda"))
+    assert sorted(lam) == [1, 2, 3, 4, 5, 6], what
+    assert len({round(v, 6) for v in lam.values()}) > 1, f"{what}: lambda never moved: {lam}"
+    assert_same_run(run_dir, tmp_path / "uninterrupted", what)
+
+
 # ---------------------------------------------------------------- cold cache vs warm cache
 
 # a base that pretrains in seconds (its own cache key), and a cheap base -> RM -> PPO run

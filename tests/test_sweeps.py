@@ -13,7 +13,15 @@ from mplus.config import RL_ALGOS, register_configs, validate
 from tests.conftest import REPO
 
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
-SHORT = {"kl_short", "length_short", "mix_short", "algos_short", "optuna_short"}
+SHORT = {
+    "kl_short",
+    "length_short",
+    "mix_short",
+    "algos_short",
+    "optuna_short",
+    "claims_short",
+    "rewards_short",
+}
 
 
 def _compose_sweep(name: str, *overrides: str, hydra: bool = False):
@@ -215,8 +223,9 @@ def test_slurm_launcher_composes_with_every_hardware_option(hardware):
 
 
 def _algo_of(experiment: str) -> str:
-    """The algorithm an experiment name runs: base_short -> none, ppo_hh -> ppo."""
-    stem = experiment.removesuffix("_short").removesuffix("_hh")
+    """The algorithm an experiment name runs: base_short -> none, ppo_hh -> ppo, ppo_safe ->
+    ppo."""
+    stem = experiment.removesuffix("_short").removesuffix("_hh").removesuffix("_safe")
     return "none" if stem == "base" else stem
 
 

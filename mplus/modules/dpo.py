@@ -34,9 +34,14 @@ def response_logps(model, input_ids: Tensor, attention_mask: Tensor, prompt_lens
 
     Returns:
         (N,) float32 sums over non-pad tokens at positions >= the row's prompt length.
+
+    The LM head and the log-softmax run from the shortest prompt's last token on only (TRL's
+    ``use_logits_to_keep``): no label before it is scored, so the prompt columns that every row
+    shares are never projected onto the vocabulary.
     """
-    logprobs, _ = token_logprobs(model, input_ids, attention_mask)  # (N, T-1)
-    return sequence_logps(logprobs, label_mask(attention_mask, prompt_lens))
+    start = max(int(prompt_lens.min()) - 1, 0) if prompt_lens.numel() else 0
+    logprobs, _ = token_logprobs(model, input_ids, attention_mask, start=start)
+    return sequence_logps(logprobs, label_mask(attention_mask, prompt_lens)[:, start:])
 
 
 def pair_logps(model, batch: dict) -> Tensor:

@@ -145,6 +145,28 @@ def test_response_logps_hand_computed_with_shift_and_padding():
     assert lp.tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_response_logps_skips_the_shared_prompt_columns_without_changing_the_sum():
+    """The LM head runs from the shortest prompt on (logits_to_keep): the sums equal those of
+    the full forward, prompt lengths 3 and 5, with right padding."""
+    from mplus.algo import sequence_logps
+    from mplus.models.logprobs import label_mask, token_logprobs
+
+    model = _tiny_lm().eval()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, VOCAB, (2, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    prompt_lens = torch.tensor([3, 5])
+    full, _ = token_logprobs(model, ids, mask)  # start=0: every column through the head
+    want = sequence_logps(full, label_mask(mask, prompt_lens))
+    got = response_logps(model, ids, mask, prompt_lens)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+    calls = []
+    model.register_forward_hook(lambda m, a, kw, out: calls.append(kw), with_kwargs=True)
+    response_logps(model, ids, mask, prompt_lens)
+    assert calls[-1].get("logits_to_keep") == 9 - 2  # from column 2, the shorter prompt's last
+
+
 def test_pair_logps_splits_chosen_and_rejected_rows():
     # chosen rows then rejected rows, as PairCollator stacks them; prompt_lens (B,) is repeated
     batch = {

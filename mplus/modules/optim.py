@@ -120,7 +120,10 @@ class FiniteGuard(L.Callback):
     """Stops a fit whose gradients or weights become NaN/inf, and never writes them to a checkpoint.
 
     Automatic optimisation (rm, sft, dpo): gradients are checked before each optimiser step
-    (the weights stay as they were) and parameters after it. Every module (PPO's manual
+    (the weights stay as they were) and parameters after it when the gradients were not (a
+    16-mixed grad scaler skips inf steps itself): finite gradients and a finite learning rate
+    make a finite step, and a parameter that overflowed anyway makes the next loss non-finite,
+    which the stages check. Every module (PPO's manual
     optimisation checks its own steps): trainable parameters are checked before any checkpoint
     is written, so a bad state never replaces a good ``last.ckpt``. Each check is one fused
     max-abs kernel over the tensors and one host sync.
@@ -130,6 +133,7 @@ class FiniteGuard(L.Callback):
         self.stage = stage
         self.saved_step: int | None = None  # completed steps in the last checkpoint written/read
         self._checked_step = -1
+        self._grads_checked_step = -1  # the global step whose gradients were found finite
 
     def _advice(self, trainer) -> str:
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
@@ -161,11 +165,14 @@ class FiniteGuard(L.Callback):
                 total,
                 "stopped before the optimiser step, the weights are unchanged",
             )
+        self._grads_checked_step = trainer.global_step + 1  # the step this optimiser step makes
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not pl_module.automatic_optimization or trainer.global_step == self._checked_step:
             return  # PPO checks its own steps; accumulating batches did not step
         self._checked_step = trainer.global_step
+        if self._grads_checked_step == trainer.global_step:
+            return  # this step's gradients were finite (see the class docstring)
         bad, total = count_nonfinite(_trainable(pl_module))
         if bad:
             raise self._diverged(

@@ -37,6 +37,10 @@ class DPOConfig(StageConfig):
     loss_type: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
     label_smoothing: float = 0.0  # conservative DPO: assumed share of flipped labels (sigmoid)
     precompute_ref: bool = True  # reference log-probs once for the dataset, before training
+    # each pair's prompt run once (its KV cache shared by the chosen and the rejected row), by
+    # the policy and the reference: the same log-probs up to float rounding, less compute; not
+    # used with activation checkpointing or rows longer than a sliding window
+    shared_prefix: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

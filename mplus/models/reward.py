@@ -23,8 +23,9 @@ def score_head(model) -> torch.nn.Module:
     raise ValueError(f"{type(model).__name__} has no `score` head to read scores from")
 
 
-def token_scores(model, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
-    """The head's output at every position: (B, T) float32.
+def token_scores(model, input_ids, attention_mask, position_ids=None, **kwargs) -> torch.Tensor:
+    """The head's output at every position: (B, T) float32 (``kwargs`` go to the model: a
+    ``past_key_values`` cache the rows continue, with ``attention_mask`` covering it too).
 
     A forward hook captures the head's un-pooled (B, T, 1) output during the model's own
     forward pass (no second pass, any architecture with a ``score`` head).
@@ -32,7 +33,12 @@ def token_scores(model, input_ids, attention_mask, position_ids=None) -> torch.T
     captured: list[torch.Tensor] = []
     hook = score_head(model).register_forward_hook(lambda m, a, out: captured.append(out))
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **kwargs,
+        )
     finally:
         hook.remove()
     scores = captured[-1][..., 0].float()

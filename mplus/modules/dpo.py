@@ -16,6 +16,7 @@ from torch import Tensor
 from mplus.algo import dpo_loss, sequence_logps
 from mplus.distributed import gather_objects
 from mplus.models.logprobs import label_mask, reference_context, token_logprobs
+from mplus.models.prefix import shared_prefix_logps, shares_prefix
 from mplus.modules.optim import adamw_with_warmup, check_finite
 from mplus.modules.sharding import ShardedModule
 
@@ -44,11 +45,15 @@ def response_logps(model, input_ids: Tensor, attention_mask: Tensor, prompt_lens
     return sequence_logps(logprobs, label_mask(attention_mask, prompt_lens)[:, start:])
 
 
-def pair_logps(model, batch: dict) -> Tensor:
-    """(B, 2) ``[chosen, rejected]`` response log-probs of a ``PairCollator`` batch."""
-    lp = response_logps(
-        model, batch["input_ids"], batch["attention_mask"], batch["prompt_lens"].repeat(2)
-    )  # (2B,): chosen rows then rejected
+def pair_logps(model, batch: dict, shared_prefix: bool = False) -> Tensor:
+    """(B, 2) ``[chosen, rejected]`` response log-probs of a ``PairCollator`` batch;
+    ``shared_prefix``: each pair's prompt run once where the model allows it
+    (:mod:`mplus.models.prefix`; ``algo.shared_prefix``)."""
+    ids, mask, lens = batch["input_ids"], batch["attention_mask"], batch["prompt_lens"]
+    if shared_prefix and shares_prefix(model, ids, lens):
+        lp = shared_prefix_logps(model, ids, mask, lens)
+    else:
+        lp = response_logps(model, ids, mask, lens.repeat(2))  # (2B,): chosen rows, rejected
     return lp.view(2, -1).T
 
 
@@ -67,7 +72,7 @@ def _check_in_order(loader) -> None:
 
 
 @torch.no_grad()
-def precompute_reference_logps(ref_model, loader) -> Tensor:
+def precompute_reference_logps(ref_model, loader, shared_prefix: bool = False) -> Tensor:
     """Reference log-probs of every pair, in dataset order.
 
     For a LoRA policy, pass the model and run inside the context that
@@ -89,7 +94,7 @@ def precompute_reference_logps(ref_model, loader) -> Tensor:
     try:
         for batch in loader:
             batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "prompt_lens")}
-            out.append(pair_logps(ref_model, batch).float().cpu())
+            out.append(pair_logps(ref_model, batch, shared_prefix).float().cpu())
     finally:
         ref_model.train(was_training)
     return torch.cat(out)
@@ -143,11 +148,11 @@ class DPOModule(ShardedModule, L.LightningModule):
         if ref is None:
             raise ValueError("DPO needs a reference: ref_model, or a peft policy (LoRA)")
         with torch.no_grad(), ctx:
-            return pair_logps(ref, batch)
+            return pair_logps(ref, batch, self.cfg.shared_prefix)
 
     def _loss(self, batch: dict):
         ref = self.reference_logps(batch)  # (B, 2)
-        pol = pair_logps(self.policy, batch)  # (B, 2)
+        pol = pair_logps(self.policy, batch, self.cfg.shared_prefix)  # (B, 2)
         c = self.cfg
         out = dpo_loss(
             pol[:, 0],

@@ -7,6 +7,7 @@ import torch
 
 from mplus.algo import bradley_terry_loss
 from mplus.distributed import gather_objects, is_distributed, token_share
+from mplus.models.prefix import shared_prefix_scores, shares_prefix
 from mplus.models.reward import sequence_scores
 from mplus.modules.optim import adamw_with_warmup, check_finite
 from mplus.modules.sharding import ShardedModule
@@ -33,7 +34,12 @@ class RewardModelModule(ShardedModule, L.LightningModule):
         return sequence_scores(self.model, input_ids, attention_mask)
 
     def _pair_rewards(self, batch):
-        r = self.rewards(batch["input_ids"], batch["attention_mask"])
+        ids, mask, lens = batch["input_ids"], batch["attention_mask"], batch["prompt_lens"]
+        if self.cfg.shared_prefix and shares_prefix(self.model, ids, lens):
+            pad = getattr(self.model.config, "pad_token_id", None) or 0
+            r = shared_prefix_scores(self.model, ids, mask, lens, pad)
+        else:
+            r = self.rewards(ids, mask)
         b = r.shape[0] // 2
         return r[:b], r[b:]
 

@@ -41,7 +41,9 @@ def run(rc: RunContext, summary: Summary) -> None:
             )
             ref_model, ctx_mgr = reference_context(policy, ref)
             with ctx_mgr:
-                attach_reference_logps(ds, precompute_reference_logps(ref_model, plain))
+                attach_reference_logps(
+                    ds, precompute_reference_logps(ref_model, plain, algo.shared_prefix)
+                )
     train_dl = pair_loader(train_ds, algo.batch_size, collate, True, cfg.seed)
     val_dl = pair_loader(val_ds, algo.batch_size * 2, collate, False, cfg.seed)
     module = DPOModule(policy, ref, algo)

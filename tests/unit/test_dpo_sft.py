@@ -57,6 +57,7 @@ def _cfg(**kw):
         weight_decay=0.0,
         warmup_ratio=0.0,
         max_steps=8,
+        shared_prefix=True,  # the default (mplus.config.DPOConfig)
     )
     return SimpleNamespace(**{**base, **kw})
 

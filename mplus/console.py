@@ -247,6 +247,20 @@ def _reward_model_line(summary, cfg, run_dir: Path) -> str | None:
     from mplus import rundir
 
     algo = cfg.algo
+    rewards = getattr(algo, "rewards", None)
+    if rewards:  # several reward models (algo.rewards): one entry each
+        constraint = getattr(algo, "constraint", None)
+        cost = constraint.cost if constraint is not None and constraint.enabled else None
+        parts = []
+        for name, spec in rewards.items():
+            acc = summary.get(f"rm_{name}/val_accuracy")
+            role = "cost" if name == cost else f"weight {_num(spec.weight)}"
+            where = f"given ({spec.path})" if spec.path else "trained in this run"
+            what = f", val accuracy {_num(acc)}" if acc is not None else ""
+            parts.append(f"{name} ({role}{what}, {where})")
+        trained_here = any(not spec.path for spec in rewards.values())
+        where = f" ({run_dir / rundir.REWARD_MODELS})" if trained_here else ""
+        return f"reward models: {'; '.join(parts)}{where}"
     given = getattr(algo, "reward_model", None) or cfg.evaluation.reward_model
     trained = algo.name == "rm" or (
         getattr(algo, "rm", None) is not None and getattr(algo, "reward_model", None) is None

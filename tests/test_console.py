@@ -226,6 +226,23 @@ def test_headline_lines(tmp_path):
     assert given[1] == f"reward model: val accuracy 0.800, given ({tmp_path / 'rm'})"
 
 
+def test_headline_names_every_reward_model_of_algo_rewards(tmp_path):
+    from mplus.config.rl import ConstraintConfig, RewardModelSpec
+
+    cfg = _cfg("ppo")
+    cfg.algo.rewards = {
+        "harmless": RewardModelSpec(subset="harmless"),
+        "helpful": RewardModelSpec(path="/rm/helpful", weight=2.0),
+    }
+    cfg.algo.constraint = ConstraintConfig(enabled=True, cost="harmless")
+    s = {"rm_harmless/val_accuracy": 0.97, "heldout/gold_reward": 0.5}
+    lines = headline(s, cfg, "x", tmp_path)
+    assert lines[1] == (
+        "reward models: harmless (cost, val accuracy 0.970, trained in this run); "
+        f"helpful (weight 2.000, given (/rm/helpful)) ({tmp_path / 'reward_models'})"
+    )
+
+
 def test_train_mode_check_names_only_trained_models(caplog):
     import torch
 

@@ -50,7 +50,11 @@ class PPOUpdateMixin:
                 if n_mb % c.grad_accum == 0:
                     for name, opt in named:
                         params = optimizer_params(opt)
-                        if not uses_grad_scaler(self.trainer):  # 16-mixed skips inf steps itself
+                        # 16-mixed skips inf steps itself; checked finite gradients make a
+                        # finite step, so the parameters are checked only when they were not
+                        # (mplus.modules.optim.FiniteGuard's rule; every checkpoint checks too)
+                        grads_checked = not uses_grad_scaler(self.trainer)
+                        if grads_checked:
                             self._check_finite(
                                 grads_of(params),
                                 name,
@@ -64,12 +68,13 @@ class PPOUpdateMixin:
                         )
                         opt.step()
                         opt.zero_grad(set_to_none=True)
-                        self._check_finite(
-                            params,
-                            name,
-                            "parameters",
-                            "the optimiser step made them so; stopping before they are saved",
-                        )
+                        if not grads_checked:
+                            self._check_finite(
+                                params,
+                                name,
+                                "parameters",
+                                "the optimiser step made them so; stopping before they are saved",
+                            )
         schedulers = self.lr_schedulers()
         for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
             sch.step()

@@ -41,6 +41,31 @@ def test_every_option_composes_and_validates(group):
         assert getattr(cfg, group).name == opt
 
 
+def test_reward_models_compose_override_and_add():
+    from mplus.config.rl import RewardModelSpec
+
+    cfg = validate(_compose("algo/rewards=two_heads", "algo=grpo"))  # every RL algorithm
+    assert cfg.algo.rewards == {
+        "harmless": RewardModelSpec(subset="harmless", weight=1.0),
+        "helpful": RewardModelSpec(subset="helpful", weight=1.0),
+    }
+    cfg = validate(
+        _compose(
+            "algo/rewards=two_heads",
+            "algo.rewards.harmless.path=/rm/h",
+            "algo.rewards.harmless.subset=null",
+            "algo.rewards.helpful.weight=0.25",
+            "+algo.rewards.toxicity={path:/rm/t,weight:-0.5}",
+            "algo.constraint.enabled=true",
+        )
+    )
+    r = cfg.algo.rewards
+    assert r["harmless"] == RewardModelSpec(path="/rm/h")
+    assert r["helpful"].weight == 0.25 and r["toxicity"] == RewardModelSpec("/rm/t", None, -0.5)
+    assert cfg.algo.constraint.cost == "harmless"
+    assert validate(_compose()).algo.rewards == {}  # the default: one reward model
+
+
 def test_default_is_the_embedded_pipeline():
     cfg = validate(_compose())
     assert (cfg.model.name, cfg.data.name, cfg.algo.name, cfg.hardware.name) == (

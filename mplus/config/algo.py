@@ -39,7 +39,7 @@ class DPOConfig(StageConfig):
     precompute_ref: bool = True  # reference log-probs once for the dataset, before training
     # each pair's prompt run once (its KV cache shared by the chosen and the rejected row), by
     # the policy and the reference: the same log-probs up to float rounding, less compute; not
-    # used with activation checkpointing or rows longer than a sliding window
+    # used with activation checkpointing, rows longer than a sliding window or several processes
     shared_prefix: bool = True
 
     def __post_init__(self) -> None:

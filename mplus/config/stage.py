@@ -44,5 +44,6 @@ class RMConfig(StageConfig):
     margin: float = 0.0  # Bradley-Terry margin: loss -log sigmoid(r_chosen - r_rejected - margin)
     # run each pair's prompt once (its KV cache shared by the chosen and the rejected row)
     # instead of twice: the same scores up to float rounding, less compute; not used with
-    # activation checkpointing (which turns the cache off) or rows longer than a sliding window
+    # activation checkpointing (which turns the cache off), rows longer than a sliding window, or
+    # several processes (FSDP)
     shared_prefix: bool = True

@@ -46,11 +46,16 @@ def cache_kwarg(model) -> str:
 
 
 def shares_prefix(model, input_ids, prompt_lens) -> bool:
-    """Whether a pair batch can run its prompts once: every response has a token, the model
-    keeps a KV cache (no activation checkpointing, which turns the cache off, and no sliding
-    window shorter than the rows)."""
-    if getattr(model, "is_gradient_checkpointing", False):
+    """Whether a pair batch can run its prompts once: one process (under several, FSDP, whole
+    rows), every response has a token, the model keeps a KV cache (no activation checkpointing
+    on any of its modules, which turns the cache off, and no sliding window shorter than the
+    rows)."""
+    from mplus.distributed import is_distributed
+
+    if is_distributed():  # not yet checked under FSDP's sharded forwards: whole rows there
         return False
+    if any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        return False  # activation checkpointing turns the KV cache off
     window = getattr(getattr(model, "config", None), "sliding_window", None)
     if window is not None and input_ids.shape[1] > window:
         return False

@@ -402,9 +402,7 @@ def test_grpo_run_killed_in_its_grpo_stage_resumes_with_one_command(cache_dir, t
     samples per prompt come back the same after the resume."""
     grpo = [*PPO, "algo=grpo", "algo.samples_per_prompt=4"]
     _run(cache_dir, tmp_path / "uninterrupted", *grpo)
-    run_dir, what = _kill_and_resume(
-        cache_dir, tmp_path, grpo, "grpo", 6, rng, [2, 4], max_delay=1.0
-    )
+    run_dir, what = _kill_and_resume(cache_dir, tmp_path, grpo, "grpo", 6, rng, [2], max_delay=0.5)
     assert read_summary(run_dir)["rl/steps"] == 6
     assert_same_run(run_dir, tmp_path / "uninterrupted", what)
 

@@ -127,9 +127,9 @@ class RewardSet:
             raise ValueError("RewardSet: models, stats and weights must name the same models")
         if cost is not None and cost not in models:
             raise ValueError(f"RewardSet: the cost {cost!r} is none of {sorted(models)}")
-        self.models = models if isinstance(models, torch.nn.ModuleDict) else None
-        if self.models is None:
-            self.models = torch.nn.ModuleDict(models)
+        self.models = (
+            models if isinstance(models, torch.nn.ModuleDict) else torch.nn.ModuleDict(models)
+        )
         self.stats, self.normalize, self.clip, self.cost_name = stats, normalize, clip, cost
         self.weights = {k: w for k, w in weights.items() if k != cost}
 

@@ -104,14 +104,14 @@ def reward_paths(rc: RunContext, algo: RLConfig, summary: Summary) -> dict[str, 
     }
 
 
-def reward_set(rc: RunContext, algo: RLConfig, paths: dict[str, Path], *, sharded=True):
+def reward_set(rc: RunContext, algo: RLConfig, paths: dict[str, Path]):
     """The :class:`mplus.models.reward.RewardSet` of ``paths`` (frozen models) with the run's
     weights, normalisation, clip and constraint cost."""
     from mplus.models.reward import RewardSet, read_reward_stats
 
     weights = {n: algo.rewards[n].weight for n in paths} if algo.rewards else {"reward": 1.0}
     return RewardSet(
-        {n: rc.scalar_model(p, trainable=False, sharded=sharded) for n, p in paths.items()},
+        {n: rc.scalar_model(p, trainable=False) for n, p in paths.items()},
         {n: read_reward_stats(p) for n, p in paths.items()},
         weights,
         normalize=algo.reward.normalize,

@@ -27,7 +27,7 @@ import random
 import torch
 
 from mplus import algo as A
-from mplus.models.logprobs import label_mask, reference_context, token_logprobs
+from mplus.models.logprobs import identical_weights, label_mask, reference_context, token_logprobs
 from mplus.models.reward import score_texts
 
 GOOD_GOLD = 0.8  # a corpus transcript is "good" when its final response scores at least this
@@ -197,7 +197,9 @@ def evaluate_policy(
     Returns:
         ``reward`` (raw RM score), ``gold_reward``, ``response_length`` (tokens), ``stop_rate``,
         ``kl`` (per-sequence sum of ``log p - log p_base`` over sampled tokens: an unbiased
-        estimate of KL(policy || base) at temperature 1); with ``behaviour_fn(prompts,
+        estimate of KL(policy || base) at temperature 1; 0 with no forward pass while the
+        policy's weights are the reference's, :func:`mplus.models.logprobs.identical_weights`);
+        with ``behaviour_fn(prompts,
         responses) -> {name: rate}`` its rates of the samples (``harmful_refusal``, ...); with
         ``knowledge`` (probe items) ``knowledge_acc`` and ``knowledge_nll``; with ``probe_texts``
         ``corpus_nll`` (and its good/bad splits when ``gold_fn`` is given); with a reward model
@@ -229,8 +231,8 @@ def evaluate_policy(
         )
         out["gold_reward"] = float(scores.mean())
     ref, ctx = reference_context(policy, ref_model)
-    if ref is None:
-        out["kl"] = 0.0
+    if ref is None or (ref_model is not None and identical_weights(policy, ref_model)):
+        out["kl"] = 0.0  # no reference, or the policy is still the reference (before RL)
     else:
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
         q_len = ro.query_ids.shape[1]

@@ -85,6 +85,28 @@ def label_mask(attention_mask: Tensor, prompt_lens: Tensor | None = None) -> Ten
     return mask
 
 
+def identical_weights(a, b) -> bool:
+    """Whether modules ``a`` and ``b`` hold the same parameters and buffers, name by name, equal
+    in dtype, shape and every value (a policy before its first update and the reference it was
+    copied from): their outputs are then the same and a KL between them is 0 without a forward.
+    Sharded parameters (several processes) are not compared: False."""
+    import torch.distributed as dist
+
+    if a is b:
+        return True
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return False
+    ta = dict(a.named_parameters()) | dict(a.named_buffers())
+    tb = dict(b.named_parameters()) | dict(b.named_buffers())
+    if ta.keys() != tb.keys():
+        return False
+    with torch.no_grad():
+        return all(
+            x.dtype == tb[k].dtype and x.device == tb[k].device and torch.equal(x, tb[k])
+            for k, x in ta.items()
+        )
+
+
 def reference_context(policy, ref_model):
     """The base model's view: ``(model, context)`` to run the reference forward in.
 

@@ -380,3 +380,27 @@ def test_left_truncation_keeps_a_leading_bos(tokenizer):
     r = engine.generate(MistralForCausalLM(config).eval(), [PROMPTS[1]])
     assert r.query_ids[0].tolist() == [bos_id, *ids[-7:]]
     assert r.n_prompts_truncated == 1
+
+
+def test_heldout_kl_skips_the_forwards_only_while_the_policy_is_the_reference(tokenizer, model):
+    """Before RL the policy's weights are the reference's: KL 0 with no forward of either;
+    once they differ (one parameter nudged, or another dtype) the forwards run and KL is not 0."""
+    import copy
+
+    from mplus.eval.heldout import evaluate_policy
+    from mplus.models.logprobs import identical_weights
+
+    engine = HFGenerateEngine(tokenizer, max_new_tokens=6, temperature=1.0)
+    ref = copy.deepcopy(model)
+    calls: list[int] = []
+    ref.register_forward_hook(lambda *a: calls.append(1))
+    assert identical_weights(model, ref) and identical_weights(model, model)
+    out = evaluate_policy(model, tokenizer, PROMPTS, engine, ref_model=ref)
+    assert out["kl"] == 0.0 and calls == []
+
+    assert not identical_weights(model, copy.deepcopy(model).double())
+    with torch.no_grad():
+        ref.model.norm.weight.mul_(1.5)
+    assert not identical_weights(model, ref)
+    out = evaluate_policy(model, tokenizer, PROMPTS, engine, ref_model=ref)
+    assert len(calls) == 1 and out["kl"] != 0.0

@@ -27,7 +27,13 @@ import random
 import torch
 
 from mplus import algo as A
-from mplus.models.logprobs import identical_weights, label_mask, reference_context, token_logprobs
+from mplus.models.logprobs import (
+    identical_weights,
+    label_mask,
+    reference_context,
+    rollout_logprobs,
+    token_logprobs,
+)
 from mplus.models.reward import score_texts
 
 GOOD_GOLD = 0.8  # a corpus transcript is "good" when its final response scores at least this
@@ -236,9 +242,9 @@ def evaluate_policy(
     else:
         seq, attn, pos = ro.sequence_ids(), ro.sequence_mask(), ro.position_ids()
         q_len = ro.query_ids.shape[1]
-        lp, _ = token_logprobs(policy, seq, attn, pos, start=q_len - 1)
+        lp, _ = rollout_logprobs(policy, seq, attn, pos, q_len)
         with ctx:
-            ref_lp, _ = token_logprobs(ref, seq, attn, pos, start=q_len - 1)
+            ref_lp, _ = rollout_logprobs(ref, seq, attn, pos, q_len)
         out["kl"] = float(((lp - ref_lp) * ro.response_mask).sum(1).mean())
     if behaviour_fn is not None:
         out.update(behaviour_fn(ro.prompts, ro.responses))

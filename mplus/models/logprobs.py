@@ -58,6 +58,61 @@ def token_logprobs(
     return logprobs_from_logits(logits, input_ids[:, start + 1 :]), logits
 
 
+def rollout_logprobs(model, seq, attn, pos, q_len: int, temperature: float = 1.0):
+    """:func:`token_logprobs` of a rollout's responses (``seq``: a left-padded query of ``q_len``
+    columns, then the response), run by query length (:func:`by_query_length`)."""
+    return by_query_length(
+        lambda s, a, p, q: token_logprobs(model, s, a, p, start=q - 1, temperature=temperature),
+        seq,
+        attn,
+        pos,
+        q_len,
+    )
+
+
+# a split must drop at least this share of a batch's tokens, and a half keep this many rows
+MIN_TRIM_SAVING, MIN_TRIM_ROWS = 0.1, 8
+
+
+def query_length_halves(attention_mask: Tensor, q_len: int):
+    """The rows of a left-padded rollout batch in two halves by query length, each without the
+    leading padding columns its longest query does not reach: ``([(rows, first column), ...],
+    order)`` with ``order`` the rows sorted by query length, or None where that would drop under
+    ``MIN_TRIM_SAVING`` of the batch's tokens, a half would have under ``MIN_TRIM_ROWS`` rows
+    (small matmuls cost more per row than the padding saves), or several processes run (each
+    forward is a parameter all-gather there)."""
+    import torch.distributed as dist
+
+    n, width = attention_mask.shape
+    if n < 2 * MIN_TRIM_ROWS or (dist.is_available() and dist.is_initialized()):
+        return None
+    q_lens = attention_mask[:, :q_len].sum(1)
+    order = torch.argsort(q_lens, stable=True)
+    halves = [(rows, q_len - int(q_lens[rows].max())) for rows in order.chunk(2)]
+    kept = sum(len(rows) * (width - first) for rows, first in halves)
+    if kept > (1 - MIN_TRIM_SAVING) * n * width:
+        return None
+    return halves, order
+
+
+def by_query_length(fn, seq: Tensor, attn: Tensor, pos: Tensor, q_len: int):
+    """``fn(seq, attn, pos, q_len)`` (a forward over a left-padded rollout batch returning rows x
+    response columns, a tensor or a tuple of them) run on the two halves of
+    :func:`query_length_halves`, each without its unneeded left padding (a rollout's prompts
+    differ in length: on HH-style prompts a quarter of a 16-row batch's tokens are padding), and
+    put back in the rows' order; one call where that does not pay. The positions come with
+    ``pos`` and padding is masked, so each row's outputs are its own either way."""
+    split = query_length_halves(attn, q_len)
+    if split is None:
+        return fn(seq, attn, pos, q_len)
+    halves, order = split
+    outs = [fn(seq[r, c:], attn[r, c:], pos[r, c:], q_len - c) for r, c in halves]
+    back = torch.argsort(order)
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts)[back] for parts in zip(*outs, strict=True))
+    return torch.cat(outs)[back]
+
+
 _TAKES_KEEP: dict[type, bool] = {}
 
 

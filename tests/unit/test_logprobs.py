@@ -177,3 +177,60 @@ def test_reference_context_picks_the_reference_model_the_adapter_or_nothing():
     assert model is peft_policy
     assert torch.allclose(ref_lp, base_lp, atol=1e-6)  # the adapter is off inside the context
     assert not torch.allclose(moved, base_lp, atol=1e-3)
+
+
+# ------------------------------------------------------------------ rollouts run by query length
+
+
+def _mixed_rollout(g, q_lens):
+    """Left-padded queries of ``q_lens`` tokens (width their max), 6-token responses."""
+    q_lens = torch.tensor(q_lens)
+    tq = int(q_lens.max())
+    qmask = (torch.arange(tq)[None] >= (tq - q_lens)[:, None]).long()
+    query = torch.randint(1, 40, (len(q_lens), tq), generator=g) * qmask
+    resp = torch.randint(1, 40, (len(q_lens), 6), generator=g)
+    attn = torch.cat([qmask, torch.ones_like(resp)], 1)
+    return torch.cat([query, resp], 1), attn, (attn.cumsum(-1) - 1).clamp(min=0), tq
+
+
+def test_query_length_halves_split_only_where_it_drops_enough_padding():
+    from mplus.models.logprobs import MIN_TRIM_ROWS, query_length_halves
+
+    g = torch.Generator().manual_seed(0)
+    n = 2 * MIN_TRIM_ROWS
+    _, attn, _, tq = _mixed_rollout(g, [2, 20] * (n // 2))  # half the rows: 18 pad columns
+    (short, c_short), (long, c_long) = query_length_halves(attn, tq)[0]
+    assert c_short == 18 and c_long == 0  # the short half drops its 18 leading pad columns
+    assert sorted(short.tolist()) == list(range(0, n, 2))
+    assert sorted(long.tolist()) == list(range(1, n, 2))
+    _, attn, _, tq = _mixed_rollout(g, [19, 20] * (n // 2))  # one pad column: not worth it
+    assert query_length_halves(attn, tq) is None
+    _, attn, _, tq = _mixed_rollout(g, [2, 20] * (n // 2 - 1))  # halves under MIN_TRIM_ROWS
+    assert query_length_halves(attn, tq) is None
+
+
+def test_rollout_logprobs_by_query_length_equal_one_forward_with_their_gradients():
+    """Split (two halves without their unneeded padding, put back in order) or not, the same
+    log-probs, logits and parameter gradients up to float rounding."""
+    from mplus.models.logprobs import MIN_TRIM_ROWS, query_length_halves, rollout_logprobs
+
+    model, g = _tiny_lm(), torch.Generator().manual_seed(3)
+    lens = torch.randint(2, 20, (2 * MIN_TRIM_ROWS,), generator=g).tolist()
+    lens[5] = 20
+    seq, attn, pos, tq = _mixed_rollout(g, lens)
+    assert query_length_halves(attn, tq) is not None  # the split runs
+    outs = []
+    for split in (True, False):
+        model.zero_grad()
+        if split:
+            lp, logits = rollout_logprobs(model, seq, attn, pos, tq, temperature=0.7)
+        else:
+            lp, logits = token_logprobs(model, seq, attn, pos, start=tq - 1, temperature=0.7)
+        (lp.sum() + logits.square().mean()).backward()
+        outs.append((lp.detach(), logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    (lp_a, lg_a, gr_a), (lp_b, lg_b, gr_b) = outs
+    assert lp_a.shape == (len(lens), 6)
+    torch.testing.assert_close(lp_a, lp_b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lg_a, lg_b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(gr_a, gr_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

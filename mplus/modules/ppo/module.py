@@ -18,7 +18,7 @@ import torch
 from mplus import algo as A
 from mplus import distributed as D
 from mplus import rundir
-from mplus.models.logprobs import reference_context, token_logprobs
+from mplus.models.logprobs import by_query_length, reference_context, rollout_logprobs
 from mplus.modules.optim import adamw_with_warmup
 from mplus.modules.ppo.metrics import PPOLoggingMixin
 from mplus.modules.ppo.parts import Experience, _seed_all
@@ -245,11 +245,13 @@ class PPOModule(PPOUpdateMixin, PPOLoggingMixin, ShardedModule, L.LightningModul
 
     def _logprobs(self, model, seq, attn, pos, q_len):
         """Response-token log-probs (B, Tr) and logits, at the sampling temperature."""
-        return token_logprobs(model, seq, attn, pos, start=q_len - 1, temperature=self.temperature)
+        return rollout_logprobs(model, seq, attn, pos, q_len, self.temperature)
 
     def _values(self, seq, attn, pos, q_len):
         """The value model's (B, Tr) values of the response positions."""
-        return self.value_model(seq, attn, pos)[:, q_len - 1 : -1]
+        return by_query_length(
+            lambda s, a, p, q: self.value_model(s, a, p)[:, q - 1 : -1], seq, attn, pos, q_len
+        )
 
     def fuses_first_minibatch(self, n_rows: int) -> bool:
         """Whether the first minibatch reuses the log-prob (and value) forward of

@@ -129,18 +129,17 @@ def test_every_stage_feeds_the_same_ids(tok):
         encode_pairs(tok, [p], [r])[0][0] for p, r in zip(PROMPTS, ro.responses, strict=True)
     ]
     assert "reward" in out
-    # the probe: whole texts, BOS once, EOS appended
+    # the probe: whole texts, BOS once, EOS appended (batched by length: in any order)
     lm_seen = _recording(policy)
     corpus_nll(policy, tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)])
-    assert _strip(*lm_seen[-1]) == encode_texts(
-        tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    assert sorted(_strip(*lm_seen[-1])) == sorted(
+        encode_texts(tok, [p + r for p, r in zip(PROMPTS, RESPONSES, strict=True)])
     )
     # the knowledge probe: prefix + each candidate, BOS once, no EOS
     item = KnowledgeItem("The day after Monday is", " Tuesday", (" Tuesday", " Friday"))
     knowledge_probe(policy, tok, [item])
-    assert (
-        _strip(*lm_seen[-1])
-        == encode_pairs(tok, [item.prefix] * 2, list(item.candidates), eos=False)[0]
+    assert sorted(_strip(*lm_seen[-1])) == sorted(
+        encode_pairs(tok, [item.prefix] * 2, list(item.candidates), eos=False)[0]
     )
 
 

@@ -60,24 +60,24 @@ def _nll_sums(
     from mplus.models.tokenizer import encode_pairs
 
     device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        seqs, lens = encode_pairs(
-            tokenizer, prompts[i : i + batch_size], responses[i : i + batch_size], eos=eos
-        )
+    all_seqs, all_lens = encode_pairs(tokenizer, list(prompts), list(responses), eos=eos)
+    # batches of similar lengths (longest first), so a batch pads to little more than its rows
+    order = sorted(range(len(all_seqs)), key=lambda i: -len(all_seqs[i]))
+    out: list = [None] * len(all_seqs)
+    for i in range(0, len(order), batch_size):
+        picked = order[i : i + batch_size]
+        seqs = [all_seqs[k] for k in picked]
         ids, mask = pad_right(seqs, tokenizer.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
         nll = -token_logprobs(model, ids, mask)[0]  # (B, T - 1)
         whole = label_mask(mask)
-        resp = label_mask(mask, torch.tensor(lens, device=device))
-        for row in range(len(seqs)):
-            out.append(
-                (
-                    float(A.masked_sum(nll[row], whole[row])),
-                    int(whole[row].sum()),
-                    float(A.masked_sum(nll[row], resp[row])),
-                    int(resp[row].sum()),
-                )
+        resp = label_mask(mask, torch.tensor([all_lens[k] for k in picked], device=device))
+        for row, k in enumerate(picked):
+            out[k] = (
+                float(A.masked_sum(nll[row], whole[row])),
+                int(whole[row].sum()),
+                float(A.masked_sum(nll[row], resp[row])),
+                int(resp[row].sum()),
             )
     return out
 

@@ -160,3 +160,4 @@ def test_warmup_starts_above_zero():
         [torch.nn.Parameter(torch.ones(1))], lr=1e-3, weight_decay=0, warmup_steps=5, total_steps=60
     )
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)  # step 0 trains
+    assert opt.defaults["fused"]  # float parameters on CPU or CUDA: the fused kernel

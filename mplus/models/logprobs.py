@@ -81,10 +81,10 @@ def query_length_halves(attention_mask: Tensor, q_len: int):
     ``MIN_TRIM_SAVING`` of the batch's tokens, a half would have under ``MIN_TRIM_ROWS`` rows
     (small matmuls cost more per row than the padding saves), or several processes run (each
     forward is a parameter all-gather there)."""
-    import torch.distributed as dist
+    from mplus import distributed as D
 
     n, width = attention_mask.shape
-    if n < 2 * MIN_TRIM_ROWS or (dist.is_available() and dist.is_initialized()):
+    if n < 2 * MIN_TRIM_ROWS or D.is_distributed():
         return None
     q_lens = attention_mask[:, :q_len].sum(1)
     order = torch.argsort(q_lens, stable=True)
@@ -145,11 +145,11 @@ def identical_weights(a, b) -> bool:
     in dtype, shape and every value (a policy before its first update and the reference it was
     copied from): their outputs are then the same and a KL between them is 0 without a forward.
     Sharded parameters (several processes) are not compared: False."""
-    import torch.distributed as dist
+    from mplus import distributed as D
 
     if a is b:
         return True
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if D.is_distributed():
         return False
     ta = dict(a.named_parameters()) | dict(a.named_buffers())
     tb = dict(b.named_parameters()) | dict(b.named_buffers())

@@ -75,12 +75,12 @@ MIN_TRIM_SAVING, MIN_TRIM_ROWS = 0.1, 8
 
 
 def query_length_halves(attention_mask: Tensor, q_len: int):
-    """The rows of a left-padded rollout batch in two halves by query length, each without the
-    leading padding columns its longest query does not reach: ``([(rows, first column), ...],
-    order)`` with ``order`` the rows sorted by query length, or None where that would drop under
-    ``MIN_TRIM_SAVING`` of the batch's tokens, a half would have under ``MIN_TRIM_ROWS`` rows
-    (small matmuls cost more per row than the padding saves), or several processes run (each
-    forward is a parameter all-gather there)."""
+    """The rows of a left-padded rollout batch in two halves by query length (shorter first),
+    each without the leading padding columns its longest query does not reach: ``[(rows, first
+    column), (rows, first column)]``, or None where that would drop under ``MIN_TRIM_SAVING`` of
+    the batch's tokens, a half would have under ``MIN_TRIM_ROWS`` rows (small matmuls cost more
+    per row than the padding saves), or several processes run (each forward is a parameter
+    all-gather there)."""
     from mplus import distributed as D
 
     n, width = attention_mask.shape
@@ -92,7 +92,7 @@ def query_length_halves(attention_mask: Tensor, q_len: int):
     kept = sum(len(rows) * (width - first) for rows, first in halves)
     if kept > (1 - MIN_TRIM_SAVING) * n * width:
         return None
-    return halves, order
+    return halves
 
 
 def by_query_length(fn, seq: Tensor, attn: Tensor, pos: Tensor, q_len: int):
@@ -102,15 +102,22 @@ def by_query_length(fn, seq: Tensor, attn: Tensor, pos: Tensor, q_len: int):
     differ in length: on HH-style prompts a quarter of a 16-row batch's tokens are padding), and
     put back in the rows' order; one call where that does not pay. The positions come with
     ``pos`` and padding is masked, so each row's outputs are its own either way."""
-    split = query_length_halves(attn, q_len)
-    if split is None:
+    halves = query_length_halves(attn, q_len)
+    if halves is None:
         return fn(seq, attn, pos, q_len)
-    halves, order = split
     outs = [fn(seq[r, c:], attn[r, c:], pos[r, c:], q_len - c) for r, c in halves]
-    back = torch.argsort(order)
+    rows = [r for r, _ in halves]
     if isinstance(outs[0], tuple):
-        return tuple(torch.cat(parts)[back] for parts in zip(*outs, strict=True))
-    return torch.cat(outs)[back]
+        return tuple(_in_row_order(parts, rows) for parts in zip(*outs, strict=True))
+    return _in_row_order(outs, rows)
+
+
+def _in_row_order(parts: list[Tensor], rows: list[Tensor]) -> Tensor:
+    """The halves' outputs written into one tensor at their rows (one copy, graph kept)."""
+    out = parts[0].new_empty((sum(len(r) for r in rows), *parts[0].shape[1:]))
+    for part, r in zip(parts, rows, strict=True):
+        out[r] = part
+    return out
 
 
 _TAKES_KEEP: dict[type, bool] = {}

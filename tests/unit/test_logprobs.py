@@ -199,7 +199,7 @@ def test_query_length_halves_split_only_where_it_drops_enough_padding():
     g = torch.Generator().manual_seed(0)
     n = 2 * MIN_TRIM_ROWS
     _, attn, _, tq = _mixed_rollout(g, [2, 20] * (n // 2))  # half the rows: 18 pad columns
-    (short, c_short), (long, c_long) = query_length_halves(attn, tq)[0]
+    (short, c_short), (long, c_long) = query_length_halves(attn, tq)
     assert c_short == 18 and c_long == 0  # the short half drops its 18 leading pad columns
     assert sorted(short.tolist()) == list(range(0, n, 2))
     assert sorted(long.tolist()) == list(range(1, n, 2))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mplus.config import register_configs, validate
-from tests.conftest import REPO, read_scalars, read_summary
+from tests.conftest import REPO, cached_test_base, read_scalars, read_summary
 
 register_configs()
 
@@ -230,30 +230,35 @@ GRPO_FEW = [
 ]
 
 
-def _assert_same_rl_run(one: Path, two: Path, tags: tuple[str, ...]) -> None:
-    """A 3-step RL run on one process and on two: the same held-out numbers, curves and policy
-    to 1e-4, and a policy that moved (so the comparison means something; with greedy held-out
-    samples the k1 sum is not a KL estimate and can be negative, its size shows the move)."""
+def _assert_same_rl_run(one: Path, two: Path, base: Path, tags: tuple[str, ...]) -> None:
+    """A 3-step RL run on one process and on two: the same held-out numbers, curves and policy,
+    and a policy that moved from the base by far more than the two runs differ (so the comparison
+    means something). The move is read off the weights: the held-out KL is not a measure of it
+    (greedy held-out samples make its k1 sum no KL estimate; after GRPO's 3 steps it was 4.5e-4
+    on one base and 1.4e-2 on another, equally valid, one)."""
     s1, s2 = read_summary(one), read_summary(two)
     assert s2["rl/steps"] == 3
     for k in ("rl/reward_end", "rl/kl_end", "rl/gold_reward_end", "heldout/corpus_nll"):
         assert abs(s1[k] - s2[k]) < 1e-4, (k, s1[k], s2[k])
-    assert abs(s1["rl/kl_end"]) > 1e-3
     c1, c2 = read_scalars(one / "tb"), read_scalars(two / "tb")
     for tag in ("rl/reward_mean", "rl/kl", "rl/policy_loss", "rl/response_length_mean", *tags):
         assert len(c1[tag]) == len(c2[tag]) == 3, tag
         for (st1, v1), (st2, v2) in zip(c1[tag], c2[tag], strict=True):
             assert st1 == st2 and abs(v1 - v2) < 1e-4 * max(1.0, abs(v1)), (tag, st1, v1, v2)
-    assert _max_weight_diff(one / "policy", two / "policy") < 1e-4
+    # Adam moves a weight by about its learning rate (1e-4) a step, whatever the gradient's scale
+    moved = _max_weight_diff(base, one / "policy")
+    apart = _max_weight_diff(one / "policy", two / "policy")
+    assert moved > 1e-5 and apart < 0.05 * moved, (moved, apart)
 
 
 @pytest.mark.slow
-def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
+def test_two_processes_fsdp_match_one_process(run_train, cache_dir, tmp_path):
     """Two gloo CPU processes through FSDP2 (hardware=2xcpu) vs one process, same global batch.
 
     Tolerance 1e-4 on metrics and on exported weights: float32 sums in another order only
     (measured: metrics ~1e-7; weights 2e-5 for the reward model, whose Adam steps at lr 1e-3
-    amplify rounding in tiny gradients, and 2e-8 for the PPO policy).
+    amplify rounding in tiny gradients; 5e-7 for the PPO and 2e-7 for the GRPO policy, which moved
+    1.2e-4 from the base).
     """
     one, two = tmp_path / "rm1", tmp_path / "rm2"
     run_train(*RM_FEW, "hardware=cpu", run_dir=one)
@@ -276,8 +281,9 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     p1, p2 = tmp_path / "ppo1", tmp_path / "ppo2"
     run_train(*PPO_FEW, rm, "hardware=cpu", run_dir=p1)
     run_train(*PPO_FEW, rm, "hardware=2xcpu", run_dir=p2)
+    base = cached_test_base(cache_dir)
     _assert_same_rl_run(
-        p1, p2, ("rl/value_loss", "rl/entropy", "rl/explained_variance", "rl/harmful_refusal")
+        p1, p2, base, ("rl/value_loss", "rl/entropy", "rl/explained_variance", "rl/harmful_refusal")
     )
 
     # GRPO: groups of 4 samples per prompt, each rank holding whole groups. Greedy rollouts would
@@ -288,7 +294,7 @@ def test_two_processes_fsdp_match_one_process(run_train, tmp_path):
     run_train(*grpo, "hardware=cpu", run_dir=g1)
     run_train(*grpo, "hardware=2xcpu", run_dir=g2)
     _assert_same_rl_run(
-        g1, g2, ("rl/group_reward_std", "rl/group_zero_std_share", "rl/advantage_std")
+        g1, g2, base, ("rl/group_reward_std", "rl/group_zero_std_share", "rl/advantage_std")
     )
     assert any(v > 0 for _, v in read_scalars(g1 / "tb")["rl/group_reward_std"])  # samples differ
 

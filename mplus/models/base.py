@@ -26,7 +26,7 @@ import torch
 log = logging.getLogger(__name__)
 
 # Bump when the corpus generator, tokenizer recipe or pretraining loop changes meaningfully.
-BASE_RECIPE_VERSION = 2  # 2: warmup starts at lr/warmup_steps (mplus.modules.optim)
+BASE_RECIPE_VERSION = 3  # 2: warmup starts at lr/warmup_steps; 3: fused AdamW (mplus.modules.optim)
 
 
 def tiny_hf_config(arch, **overrides):

@@ -205,8 +205,8 @@ def evaluate_policy(
         ``kl`` (per-sequence sum of ``log p - log p_base`` over sampled tokens: an unbiased
         estimate of KL(policy || base) at temperature 1; 0 with no forward pass while the
         policy's weights are the reference's, :func:`mplus.models.logprobs.identical_weights`);
-        with ``behaviour_fn(prompts, responses) -> {name: rate}`` its rates of the samples (``harmful_refusal``, ...); with
-        ``knowledge`` (probe items) ``knowledge_acc`` and ``knowledge_nll``; with ``probe_texts``
+        with ``behaviour_fn(prompts, responses) -> {name: rate}`` its rates of the samples
+        (``harmful_refusal``, ...); with ``knowledge`` (probe items) ``knowledge_acc`` and ``knowledge_nll``; with ``probe_texts``
         ``corpus_nll`` (and its good/bad splits when ``gold_fn`` is given); with a reward model
         and ``prompt_subsets`` ({prompt: subset}, HH data) ``reward_<subset>``, the mean RM score
         per subset (:func:`subset_means`); with several reward models (``reward_model`` a
